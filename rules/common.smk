@@ -1,0 +1,86 @@
+# Config loading and validation, wildcard constraints, and every input / params function.
+# Rules only name things; the logic lives here and in the ptmech library.
+
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
+from ptmech import config as ptcfg
+
+
+validate(config, str(Path(workflow.basedir) / "config.schema.yaml"))
+try:
+    ptcfg.check(config)
+except ptcfg.ConfigError as e:
+    raise WorkflowError(f"invalid config: {e}") from None
+
+MODELS = list(config["models"])
+PROMPT_SETS = config["prompt_sets"]
+
+
+wildcard_constraints:
+    model="|".join(map(re.escape, MODELS)) if MODELS else "^$",
+    dataset="[A-Za-z0-9][A-Za-z0-9._-]*",
+    prompt_set="[A-Za-z0-9][A-Za-z0-9._-]*",
+
+
+def cache_path(model, prompt_set, dataset):
+    return f"results/activations/{model}/{prompt_set}/{dataset}.h5"
+
+
+def all_caches():
+    return [
+        cache_path(m, ps, ds)
+        for m in MODELS
+        for ps, spec in PROMPT_SETS.items()
+        for ds in spec["datasets"]
+    ]
+
+
+def all_outputs():
+    return all_caches()
+
+
+# --- data -----------------------------------------------------------------------------
+
+
+def dataset_input(wildcards):
+    spec = config["datasets"][wildcards.dataset]
+    path = ptcfg.dataset_file(spec)
+    return {"source": path} if path else {}
+
+
+def dataset_spec(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+# --- activations ----------------------------------------------------------------------
+
+
+def model_input(wildcards):
+    """The model's local folder when it is one (so Snakemake builds it first if a rule
+    makes it); nothing for hub ids."""
+    path = config["models"][wildcards.model]["path"]
+    return {"model": path} if ptcfg.is_local_path(path) else {}
+
+
+def extract_input(wildcards):
+    return {"data": f"results/data/{wildcards.dataset}.tsv", **model_input(wildcards)}
+
+
+def extraction_model(wildcards):
+    return ptcfg.extraction_model_spec(config, wildcards.model)
+
+
+def extraction_prompt_set(wildcards):
+    return ptcfg.prompt_set_spec(config, wildcards.prompt_set)
+
+
+def extraction_settings(wildcards):
+    settings = dict(config.get("extraction", {}))
+    batch = config["models"][wildcards.model].get("batch_size")
+    if batch:
+        settings["batch_size"] = batch
+    return settings

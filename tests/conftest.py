@@ -1,0 +1,107 @@
+"""Shared fixtures: a small word-level tokenizer and tiny random models of every supported
+architecture, built from their config classes and saved to local folders (no downloads)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+import transformers
+
+REPO = Path(__file__).resolve().parents[1]
+
+WORDS = (
+    "the city of is in a an not larger smaller than this statement true false TRUE FALSE "
+    "user assistant User Assistant how to visit photograph describe poison steal burn down "
+    "paris france rome italy berlin germany one two three four five six seven eight nine ten "
+    "cannot help with that I i am sure here are some steps"
+).split()
+PUNCT = [".", ",", ":", "'", "?", "!", "-", "<", ">", "|"]
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} {% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def make_tokenizer(chat_template: str | None = CHAT_TEMPLATE):
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    specials = ["<pad>", "<unk>", "<s>", "</s>", "<|user|>", "<|assistant|>"]
+    vocab = {t: i for i, t in enumerate(specials + WORDS + PUNCT)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        additional_special_tokens=["<|user|>", "<|assistant|>"],
+    )
+    if chat_template:
+        fast.chat_template = chat_template
+    return fast
+
+
+TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4)
+
+
+def tiny_configs(vocab_size: int) -> dict[str, transformers.PretrainedConfig]:
+    gqa = dict(TINY, num_key_value_heads=2, vocab_size=vocab_size)
+    return {
+        "llama": transformers.LlamaConfig(**gqa),
+        "mistral": transformers.MistralConfig(**gqa),
+        "qwen2": transformers.Qwen2Config(**gqa),
+        "gemma2": transformers.Gemma2Config(**gqa, head_dim=8),
+        "gemma3_text": transformers.Gemma3TextConfig(**gqa, head_dim=8),
+        "olmo2": transformers.Olmo2Config(**gqa),
+        "phi3": transformers.Phi3Config(**gqa, pad_token_id=0),
+        "gpt2": transformers.GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=3, n_head=4, n_positions=128),
+        "gpt_neox": transformers.GPTNeoXConfig(**TINY, vocab_size=vocab_size),
+    }
+
+
+ARCHS = list(tiny_configs(10))
+
+
+def save_tiny_model(arch: str, folder: Path, seed: int = 0) -> Path:
+    tok = make_tokenizer()
+    cfg = tiny_configs(len(tok))[arch]
+    cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A function arch -> local folder holding a tiny random model of that architecture."""
+    root = tmp_path_factory.mktemp("tiny_models")
+    made: dict[str, Path] = {}
+
+    def get(arch: str) -> Path:
+        if arch not in made:
+            made[arch] = save_tiny_model(arch, root / arch)
+        return made[arch]
+
+    return get
+
+
+SENTENCES = [
+    "the city of paris is in france .",
+    "the city of rome is in italy .",
+    "one is larger than two .",
+    "this statement is true",
+    "how to visit berlin ?",
+    "the city of berlin is not in france .",
+    "three four five",
+    "I cannot help with that .",
+    "seven is smaller than nine . this statement is : TRUE",
+    "describe paris",
+]

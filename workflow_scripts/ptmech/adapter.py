@@ -1,0 +1,325 @@
+"""The model adapter: one small object that turns any supported Hugging Face causal LM
+into what the analyses need.
+
+Residual index convention (used everywhere in ptmech): ``k = 0..L`` where ``k = 0`` is
+the embedding output (the input of decoder block 0) and ``k = l + 1`` is the output of
+decoder block ``l``, *before* the final norm. The paper's truthfulness "layer l" is
+``k = l + 1``; its refusal "resid_pre layer l" is ``k = l``.
+
+Module names per architecture are data (``ARCHITECTURES``), not subclasses: adding an
+architecture is adding a row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LAYER_CONVENTION = (
+    "k=0..L: k=0 embedding output (input of block 0), k=l+1 output of decoder block l, "
+    "before the final norm; paper truth layer l -> k=l+1, refusal resid_pre l -> k=l"
+)
+
+DEFAULT_BASE_TEMPLATE = "User: {instruction}\nAssistant:"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Dotted module paths, relative to the ``*ForCausalLM`` module (blocks, final norm)
+    or to one decoder block (attention, mlp, mlp output projection). The unembedding is
+    ``get_output_embeddings()``."""
+
+    blocks: str
+    final_norm: str
+    attn: str
+    mlp: str
+    mlp_out: str
+    # "linear": weight is [d_model, d_mlp] (nn.Linear); "conv1d": [d_mlp, d_model] (GPT-2).
+    mlp_out_kind: str = "linear"
+    # Gemma's RMSNorm scales by (1 + weight).
+    norm_offset: float = 0.0
+
+
+_LLAMA_LIKE = Architecture(
+    blocks="model.layers",
+    final_norm="model.norm",
+    attn="self_attn",
+    mlp="mlp",
+    mlp_out="mlp.down_proj",
+)
+_GEMMA = Architecture(**{**_LLAMA_LIKE.__dict__, "norm_offset": 1.0})
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "llama": _LLAMA_LIKE,
+    "mistral": _LLAMA_LIKE,
+    "qwen2": _LLAMA_LIKE,
+    "qwen3": _LLAMA_LIKE,
+    "olmo2": _LLAMA_LIKE,
+    "phi3": _LLAMA_LIKE,
+    "gemma": _GEMMA,
+    "gemma2": _GEMMA,
+    "gemma3_text": _GEMMA,
+    "gpt2": Architecture(
+        blocks="transformer.h",
+        final_norm="transformer.ln_f",
+            attn="attn",
+        mlp="mlp",
+        mlp_out="mlp.c_proj",
+        mlp_out_kind="conv1d",
+    ),
+    "gpt_neox": Architecture(
+        blocks="gpt_neox.layers",
+        final_norm="gpt_neox.final_layer_norm",
+        attn="attention",
+        mlp="mlp",
+        mlp_out="mlp.dense_4h_to_h",
+    ),
+}
+
+
+class UnsupportedArchitecture(ValueError):
+    pass
+
+
+def architecture_of(model_type: str, name: str = "") -> Architecture:
+    try:
+        return ARCHITECTURES[model_type]
+    except KeyError:
+        raise UnsupportedArchitecture(
+            f"model {name!r}: architecture {model_type!r} is not supported by the ptmech "
+            f"adapter (supported: {', '.join(sorted(ARCHITECTURES))}); add a row to "
+            f"ptmech.adapter.ARCHITECTURES"
+        ) from None
+
+
+def _get(module: torch.nn.Module, dotted: str) -> Any:
+    for part in dotted.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def block_output(output: Any) -> torch.Tensor:
+    """The residual-stream tensor of a decoder block's output: a bare tensor in
+    transformers 5, the first element of a tuple in older releases."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+class ModelAdapter:
+    """A loaded causal LM plus the facts the analyses need about it."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any = None, name: str = "",
+                 template: str | None = None, role: str = "base"):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name or getattr(model.config, "_name_or_path", "")
+        self.role = role
+        self.template = template
+        self.arch = architecture_of(model.config.model_type, self.name)
+
+    # --- structure -------------------------------------------------------------------
+    @property
+    def backbone(self) -> torch.nn.Module:
+        """The decoder stack without the unembedding (e.g. ``model.model``)."""
+        return _get(self.model, self.arch.blocks.rsplit(".", 1)[0])
+
+    @property
+    def blocks(self) -> torch.nn.ModuleList:
+        return _get(self.model, self.arch.blocks)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def d_model(self) -> int:
+        return self.unembed_weight.shape[1]
+
+    @property
+    def final_norm(self) -> torch.nn.Module:
+        return _get(self.model, self.arch.final_norm)
+
+    @property
+    def unembed(self) -> torch.nn.Module:
+        return self.model.get_output_embeddings()
+
+    @property
+    def unembed_weight(self) -> torch.Tensor:
+        """[V, d_model]"""
+        return self.unembed.weight
+
+    def attn(self, layer: int) -> torch.nn.Module:
+        return _get(self.blocks[layer], self.arch.attn)
+
+    def mlp(self, layer: int) -> torch.nn.Module:
+        return _get(self.blocks[layer], self.arch.mlp)
+
+    def mlp_out(self, layer: int = -1) -> torch.nn.Module:
+        """The MLP's output projection of block ``layer`` (its input is the neuron
+        activations)."""
+        return _get(self.blocks[layer], self.arch.mlp_out)
+
+    def mlp_out_rows(self, layer: int = -1) -> torch.Tensor:
+        """[d_mlp, d_model]: row i is what neuron i writes to the residual stream."""
+        w = self.mlp_out(layer).weight
+        return w if self.arch.mlp_out_kind == "conv1d" else w.T
+
+    def final_norm_gain(self) -> torch.Tensor:
+        """[d_model] the final norm's effective elementwise scale."""
+        return self.final_norm.weight + self.arch.norm_offset
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    # --- prompts ---------------------------------------------------------------------
+    def instruction_template(self) -> str:
+        """The string template with one ``{instruction}`` slot used for instructions:
+        the configured template if any; the plain base template for base models;
+        otherwise the tokenizer's chat template (one user turn, generation prompt)."""
+        if self.template:
+            return self.template
+        if self.role == "base":
+            return DEFAULT_BASE_TEMPLATE
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            raise ValueError(
+                f"model {self.name!r} (role {self.role!r}) has no chat template in its "
+                f"tokenizer; give models.{self.name}.template in the config"
+            )
+        marker = "\x00INSTRUCTION\x00"
+        rendered = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": marker}], tokenize=False, add_generation_prompt=True
+        )
+        if rendered.count(marker) != 1:
+            raise ValueError(f"model {self.name!r}: cannot locate the user turn in its chat template")
+        return rendered.replace("{", "{{").replace("}", "}}").replace(marker, "{instruction}")
+
+    def render_instruction(self, instruction: str) -> str:
+        return self.instruction_template().format(instruction=instruction)
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text, with BOS added exactly once (a rendered chat
+        template that already starts with the BOS text is not given a second one)."""
+        tok = self.tokenizer
+        bos = getattr(tok, "bos_token", None)
+        out = []
+        for text in texts:
+            has_bos = bool(bos) and text.startswith(bos)
+            out.append(tok(text, add_special_tokens=not has_bos)["input_ids"])
+        return out
+
+    def n_post_instruction_tokens(self) -> int:
+        """Number of template tokens after the instruction text (e.g. ``\\nAssistant:``),
+        counted by tokenising the template's suffix on its own."""
+        suffix = self.instruction_template().split("{instruction}", 1)[1]
+        suffix = suffix.replace("{{", "{").replace("}}", "}")
+        return len(self.tokenizer(suffix, add_special_tokens=False)["input_ids"])
+
+
+def _fingerprint_files(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.name.encode())
+        with open(p, "rb") as f:
+            h.update(hashlib.file_digest(f, "sha256").digest())
+    return h.hexdigest()
+
+
+def model_fingerprints(model: torch.nn.Module, tokenizer: Any, path: str | None = None) -> dict:
+    """Hashes that identify exactly which weights and tokenizer produced a file.
+
+    The weights hash is over the weight files when ``path`` is a local folder, else over
+    the loaded parameters."""
+    cfg = json.dumps(model.config.to_dict(), sort_keys=True, default=str)
+    out = {"config_sha256": hashlib.sha256(cfg.encode()).hexdigest()}
+    files = []
+    if path and Path(path).is_dir():
+        files = [p for p in Path(path).iterdir() if p.suffix in {".safetensors", ".bin", ".pt"}]
+    if files:
+        out["weights_sha256"] = _fingerprint_files(files)
+    else:
+        h = hashlib.sha256()
+        for name, p in sorted(model.state_dict().items()):
+            h.update(name.encode())
+            h.update(p.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+        out["weights_sha256"] = h.hexdigest()
+    if tokenizer is not None:
+        vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+        extra = json.dumps([tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token,
+                            getattr(tokenizer, "chat_template", None)], default=str)
+        out["tokenizer_sha256"] = hashlib.sha256((vocab + extra).encode()).hexdigest()
+    return out
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """``auto``: bfloat16 on a GPU, float32 on the CPU."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return DTYPES[dtype]
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto``: the first GPU this process was given (CUDA_VISIBLE_DEVICES decides which
+    physical one), else the CPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_model(name: str, spec: dict, device: str = "auto") -> ModelAdapter:
+    """Load tokenizer and model from ``spec["path"]`` (a local folder or a hub id;
+    ``HF_HUB_OFFLINE=1`` is honoured by huggingface_hub) and wrap them in an adapter.
+
+    ``spec`` is one entry of the config's ``models`` mapping."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = spec["path"]
+    revision = spec.get("revision")
+    if os.path.isabs(path) or path.startswith((".", "results/")) or Path(path).exists():
+        if not Path(path).is_dir():
+            raise FileNotFoundError(f"model {name!r}: local model folder {path!r} does not exist")
+    config = AutoConfig.from_pretrained(path, revision=revision)
+    architecture_of(config.model_type, name)  # fail before loading any weights
+    device = resolve_device(spec.get("device", device))
+    dtype = resolve_dtype(spec.get("dtype", "auto"), device)
+    kwargs: dict[str, Any] = {"dtype": dtype, "revision": revision}
+    if spec.get("device_map"):
+        kwargs["device_map"] = spec["device_map"]
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if not spec.get("device_map"):
+        model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+    prepare_tokenizer(tokenizer)
+    return ModelAdapter(model, tokenizer, name=name, template=spec.get("template"),
+                        role=spec.get("role", "base"))
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """Left padding (negative positions then index the same token in every row), and
+    pad := eos when the tokenizer has no pad token, as nnsight and the paper do."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def library_versions() -> dict[str, str]:
+    import h5py
+    import transformers
+
+    return {"torch_version": torch.__version__, "transformers_version": transformers.__version__,
+            "h5py_version": h5py.__version__}

@@ -1,0 +1,93 @@
+"""Checks on the configuration that JSON Schema cannot express (references between
+sections, files that must exist), and the slices of it that each job receives."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+ORGANISM_DATA = "results/organism/data/{name}.csv"
+WORKFLOW_OUTPUTS = "results/"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def is_local_path(path: str) -> bool:
+    """A model path is local if it exists, or is absolute / explicitly relative, or lies
+    under results/ (made by this workflow); anything else is a hub id."""
+    return (os.path.isabs(path) or path.startswith(("./", "../", WORKFLOW_OUTPUTS))
+            or Path(path).exists())
+
+
+def dataset_file(spec: dict) -> str | None:
+    """The local file a dataset is read from (None for hub datasets)."""
+    if "organism" in spec:
+        return ORGANISM_DATA.format(name=spec["organism"])
+    return spec.get("path")
+
+
+def check(config: dict) -> None:
+    """Raise one ConfigError naming the offending key for each kind of bad reference."""
+    models, datasets = config["models"], config["datasets"]
+    for name, spec in models.items():
+        path = spec["path"]
+        if is_local_path(path) and not path.startswith(WORKFLOW_OUTPUTS) and not Path(path).is_dir():
+            raise ConfigError(f"models.{name}.path: local model folder {path!r} does not exist")
+    for name, spec in datasets.items():
+        path = spec.get("path")
+        if path and not path.startswith(WORKFLOW_OUTPUTS) and not Path(path).is_file():
+            raise ConfigError(f"datasets.{name}.path: file {path!r} does not exist")
+    for ps_name, ps in config["prompt_sets"].items():
+        for ds in ps["datasets"]:
+            if ds not in datasets:
+                raise ConfigError(f"prompt_sets.{ps_name}.datasets: dataset {ds!r} is not defined "
+                                  f"under datasets (defined: {', '.join(datasets) or 'none'})")
+            if datasets[ds]["kind"] != ps["kind"]:
+                raise ConfigError(f"prompt_sets.{ps_name}.datasets: dataset {ds!r} is of kind "
+                                  f"{datasets[ds]['kind']!r}, the prompt set takes {ps['kind']!r}")
+    for i, pair in enumerate(config.get("pairs") or []):
+        for m in pair:
+            if m not in models:
+                raise ConfigError(f"pairs[{i}]: model {m!r} is not defined under models "
+                                  f"(defined: {', '.join(models)})")
+        if pair[0] == pair[1]:
+            raise ConfigError(f"pairs[{i}]: a model cannot be paired with itself ({pair[0]!r})")
+
+
+def model_pairs(config: dict) -> list[tuple[str, str]]:
+    """Ordered (source, target) model pairs: ``config["pairs"]`` if given, else every
+    ordered pair of distinct models within a family."""
+    if config.get("pairs"):
+        return [tuple(p) for p in config["pairs"]]
+    models = config["models"]
+    return [(a, b) for a, b in itertools.permutations(models, 2)
+            if models[a]["family"] == models[b]["family"]]
+
+
+def direction(config: dict, source: str, target: str) -> str:
+    """forward (base -> post-trained), backward (post-trained -> base) or lateral."""
+    roles = config["models"][source]["role"], config["models"][target]["role"]
+    if roles[0] == "base" and roles[1] != "base":
+        return "forward"
+    if roles[1] == "base" and roles[0] != "base":
+        return "backward"
+    return "lateral"
+
+
+EXTRACTION_MODEL_KEYS = ("path", "revision", "role", "template", "dtype", "device_map")
+
+
+def extraction_model_spec(config: dict, model: str) -> dict:
+    """The part of a model's entry that changes its activations (not its family, nor
+    per-analysis layers), so that editing those re-extracts nothing."""
+    spec = config["models"][model]
+    return {k: spec[k] for k in EXTRACTION_MODEL_KEYS if k in spec}
+
+
+def prompt_set_spec(config: dict, name: str) -> dict:
+    """A prompt set's definition without its dataset list, so adding a dataset to the
+    set does not re-extract the others."""
+    return {k: v for k, v in config["prompt_sets"][name].items() if k != "datasets"}

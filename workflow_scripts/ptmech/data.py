@@ -1,0 +1,93 @@
+"""Datasets: read local CSV / TSV / JSON / JSONL / parquet files or hub datasets with the
+``datasets`` library and normalise them to one tidy table per dataset.
+
+Normalised columns by dataset ``kind``:
+
+* ``statements``: ``statement`` (str), ``label`` (int, 1 true / 0 false), extra columns kept;
+* ``instructions``: ``instruction`` (str), ``split`` (train / val / test, if the source
+  has one), extra columns kept.
+
+``columns`` in a dataset's config maps normalised names to the source's names, e.g.
+``{instruction: goal}`` for AdvBench.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+REQUIRED = {"statements": ["statement", "label"], "instructions": ["instruction"]}
+FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+TRUE_LABELS = {"1", "true", "t", "yes"}
+FALSE_LABELS = {"0", "false", "f", "no"}
+
+
+class DatasetError(ValueError):
+    pass
+
+
+def read_source(name: str, spec: dict, path: str | None = None) -> pd.DataFrame:
+    """The raw table of dataset ``name``: from the local file ``path`` (for ``path`` and
+    ``organism`` sources) or from the hub (``hub`` source)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    if path is not None:
+        suffix = Path(path).suffix.lower()
+        if suffix not in FORMATS:
+            raise DatasetError(f"dataset {name!r}: {path}: unsupported file type {suffix!r} "
+                               f"(use one of {', '.join(FORMATS)})")
+        if not Path(path).is_file():
+            raise DatasetError(f"dataset {name!r}: file {path} does not exist")
+        kwargs = {"sep": "\t"} if suffix == ".tsv" else {}
+        ds = datasets.load_dataset(FORMATS[suffix], data_files=str(path), split="train", **kwargs)
+    elif "hub" in spec:
+        ds = datasets.load_dataset(spec["hub"], spec.get("config"), split=spec.get("split", "train"),
+                                   revision=spec.get("revision"))
+    else:
+        raise DatasetError(f"dataset {name!r}: no source (give path, hub or organism)")
+    return ds.to_pandas()
+
+
+def normalise(name: str, table: pd.DataFrame, spec: dict, source: str = "") -> pd.DataFrame:
+    """Rename columns per ``spec["columns"]``, check the kind's required columns, apply
+    ``spec["filter"]`` (column -> allowed values), and normalise labels to 0/1."""
+    kind = spec.get("kind", "statements")
+    where = f"dataset {name!r} ({source or 'source'})"
+    mapping = spec.get("columns", {})
+    missing = [src for src in mapping.values() if src not in table.columns]
+    if missing:
+        raise DatasetError(f"{where}: configured column(s) {missing} not found; it has {list(table.columns)}")
+    table = table.rename(columns={src: dst for dst, src in mapping.items()})
+    for col in REQUIRED[kind]:
+        if col not in table.columns:
+            raise DatasetError(f"{where}: missing column {col!r} needed for a {kind} dataset "
+                               f"(has {list(table.columns)}; map one with datasets.{name}.columns.{col})")
+    for col, allowed in spec.get("filter", {}).items():
+        if col not in table.columns:
+            raise DatasetError(f"{where}: filter column {col!r} not found")
+        table = table[table[col].isin(allowed if isinstance(allowed, list) else [allowed])]
+    text_col = REQUIRED[kind][0]
+    table = table[table[text_col].notna()].copy()
+    table[text_col] = table[text_col].astype(str)
+    if "label" in table.columns and kind == "statements":
+        table["label"] = _labels(table["label"], where)
+    if spec.get("limit"):
+        table = table.iloc[: int(spec["limit"])]
+    if table.empty:
+        raise DatasetError(f"{where}: no rows left")
+    return table.reset_index(drop=True)
+
+
+def _labels(values: pd.Series, where: str) -> pd.Series:
+    text = values.astype(str).str.strip().str.lower()
+    bad = ~text.isin(TRUE_LABELS | FALSE_LABELS)
+    if bad.any():
+        raise DatasetError(f"{where}: label values must be 1/0 or true/false, found {values[bad].iloc[0]!r}")
+    return text.isin(TRUE_LABELS).astype(int)
+
+
+def load_table(path: str) -> pd.DataFrame:
+    """A normalised dataset TSV as written by the workflow."""
+    return pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""])
