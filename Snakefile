@@ -17,6 +17,11 @@ if not workflow.overwrite_configfiles:
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/activations.smk"
+include: "rules/organism.smk"
+include: "rules/truth.smk"
+include: "rules/refusal.smk"
+include: "rules/knowledge.smk"
+include: "rules/confidence.smk"
 
 
 rule all:

@@ -39,8 +39,15 @@ def all_caches():
     ]
 
 
+# Each stage's rules/<stage>.smk appends a function returning its final outputs.
+STAGE_OUTPUTS = []
+
+
 def all_outputs():
-    return all_caches()
+    outs = list(all_caches())
+    for stage_outputs in STAGE_OUTPUTS:
+        outs += stage_outputs()
+    return outs
 
 
 # --- data -----------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+# confidence: rules come here

@@ -1,0 +1,1 @@
+# refusal: rules come here
