@@ -10,7 +10,11 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
 from ptmech import config as ptcfg
 
 
-validate(config, str(Path(workflow.basedir) / "config.schema.yaml"))
+SCHEMA = str(Path(workflow.basedir) / "config.schema.yaml")
+_problem = ptcfg.schema_errors(config, SCHEMA)
+if _problem:
+    raise WorkflowError(f"invalid config: {_problem}")
+validate(config, SCHEMA)  # fills in the schema's defaults
 try:
     ptcfg.check(config)
 except ptcfg.ConfigError as e:

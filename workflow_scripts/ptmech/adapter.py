@@ -211,10 +211,14 @@ class ModelAdapter:
         template that already starts with the BOS text is not given a second one)."""
         tok = self.tokenizer
         bos = getattr(tok, "bos_token", None)
-        out = []
-        for text in texts:
-            has_bos = bool(bos) and text.startswith(bos)
-            out.append(tok(text, add_special_tokens=not has_bos)["input_ids"])
+        texts = list(texts)
+        out: list[list[int]] = [[] for _ in texts]
+        for has_bos in (False, True):
+            idx = [i for i, t in enumerate(texts) if (bool(bos) and t.startswith(bos)) == has_bos]
+            if idx:
+                ids = tok([texts[i] for i in idx], add_special_tokens=not has_bos)["input_ids"]
+                for i, x in zip(idx, ids):
+                    out[i] = list(x)
         return out
 
     def n_post_instruction_tokens(self) -> int:

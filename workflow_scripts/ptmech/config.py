@@ -29,6 +29,22 @@ def dataset_file(spec: dict) -> str | None:
     return spec.get("path")
 
 
+def schema_errors(config: dict, schema_path: str) -> str | None:
+    """One line naming the config key of the most relevant schema violation (Snakemake's
+    own validation message prints the whole sub-schema), or None if the config is valid."""
+    import jsonschema
+    import yaml
+
+    with open(schema_path) as f:
+        schema = yaml.safe_load(f)
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is None:
+        return None
+    key = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in error.absolute_path)
+    return f"config key {key.replace('.[', '[') or '(top level)'}: {error.message}"
+
+
 def check(config: dict) -> None:
     """Raise one ConfigError naming the offending key for each kind of bad reference."""
     models, datasets = config["models"], config["datasets"]
@@ -38,8 +54,15 @@ def check(config: dict) -> None:
             raise ConfigError(f"models.{name}.path: local model folder {path!r} does not exist")
     for name, spec in datasets.items():
         path = spec.get("path")
-        if path and not path.startswith(WORKFLOW_OUTPUTS) and not Path(path).is_file():
-            raise ConfigError(f"datasets.{name}.path: file {path!r} does not exist")
+        if path and not path.startswith(WORKFLOW_OUTPUTS):
+            if not Path(path).is_file():
+                raise ConfigError(f"datasets.{name}.path: file {path!r} does not exist")
+            from .data import DatasetError, check_columns, source_columns
+
+            try:
+                check_columns(name, spec, source_columns(path), path)
+            except DatasetError as e:
+                raise ConfigError(f"datasets.{name}: {e}") from None
     for ps_name, ps in config["prompt_sets"].items():
         for ds in ps["datasets"]:
             if ds not in datasets:

@@ -50,6 +50,38 @@ def read_source(name: str, spec: dict, path: str | None = None) -> pd.DataFrame:
     return ds.to_pandas()
 
 
+def source_columns(path: str) -> list[str]:
+    """Column names of a local dataset file, read cheaply (header or schema only)."""
+    import json
+
+    suffix = Path(path).suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return list(pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", nrows=0).columns)
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    if suffix == ".jsonl":
+        with open(path) as f:
+            return list(json.loads(f.readline() or "{}"))
+    if suffix == ".json":
+        with open(path) as f:
+            records = json.load(f)
+        return list(records[0]) if isinstance(records, list) and records else list(records)
+    raise DatasetError(f"{path}: unsupported file type {suffix!r} (use one of {', '.join(FORMATS)})")
+
+
+def check_columns(name: str, spec: dict, columns: list[str], source: str) -> None:
+    """The columns a dataset of this kind needs, after the configured mapping."""
+    mapping = spec.get("columns", {})
+    for col in REQUIRED[spec.get("kind", "statements")]:
+        src = mapping.get(col, col)
+        if src not in columns:
+            hint = "" if col in mapping else f"; map one with datasets.{name}.columns.{col}"
+            raise DatasetError(f"dataset {name!r} ({source}): missing column {src!r} "
+                               f"(has {columns}){hint}")
+
+
 def normalise(name: str, table: pd.DataFrame, spec: dict, source: str = "") -> pd.DataFrame:
     """Rename columns per ``spec["columns"]``, check the kind's required columns, apply
     ``spec["filter"]`` (column -> allowed values), and normalise labels to 0/1."""
@@ -59,11 +91,8 @@ def normalise(name: str, table: pd.DataFrame, spec: dict, source: str = "") -> p
     missing = [src for src in mapping.values() if src not in table.columns]
     if missing:
         raise DatasetError(f"{where}: configured column(s) {missing} not found; it has {list(table.columns)}")
+    check_columns(name, spec, list(table.columns), source or "source")
     table = table.rename(columns={src: dst for dst, src in mapping.items()})
-    for col in REQUIRED[kind]:
-        if col not in table.columns:
-            raise DatasetError(f"{where}: missing column {col!r} needed for a {kind} dataset "
-                               f"(has {list(table.columns)}; map one with datasets.{name}.columns.{col})")
     for col, allowed in spec.get("filter", {}).items():
         if col not in table.columns:
             raise DatasetError(f"{where}: filter column {col!r} not found")

@@ -1,0 +1,99 @@
+"""Real Snakemake runs on a temporary copy of the workflow prove what reruns: adding a
+model adds only its jobs, adding a dataset only its jobs, changing analysis settings
+re-extracts nothing, an unchanged config reruns nothing."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from conftest import save_tiny_model
+from workflow import copy_workflow, planned_jobs, snakemake
+
+pytestmark = pytest.mark.workflow
+
+STATEMENTS = "statement,label\n" + "".join(
+    f"the city of {c} is in {k} .,{int(ok)}\n"
+    for c, k, ok in [("paris", "france", 1), ("rome", "france", 0), ("berlin", "germany", 1),
+                     ("rome", "italy", 1), ("paris", "italy", 0), ("berlin", "france", 0)]
+)
+INSTRUCTIONS = "instruction,split\nhow to visit paris ?,train\nhow to burn down rome ?,train\ndescribe berlin,test\n"
+
+
+@pytest.fixture(scope="module")
+def small_workflow(tmp_path_factory):
+    """A workflow copy with two tiny models, two datasets, run once for real."""
+    wd = copy_workflow(tmp_path_factory.mktemp("wf"))
+    for name, seed in [("a", 0), ("b", 1), ("c", 2)]:
+        save_tiny_model("llama", wd / "models" / name, seed=seed)
+    (wd / "st.csv").write_text(STATEMENTS)
+    (wd / "st2.csv").write_text(STATEMENTS.replace("paris", "rome"))
+    (wd / "ins.csv").write_text(INSTRUCTIONS)
+    config = {
+        "models": {
+            "a": {"path": "models/a", "family": "f", "role": "base"},
+            "b": {"path": "models/b", "family": "f", "role": "instruct"},
+        },
+        "datasets": {
+            "st": {"path": "st.csv", "kind": "statements"},
+            "ins": {"path": "ins.csv", "kind": "instructions"},
+        },
+        "prompt_sets": {
+            "statements": {"kind": "statements", "positions": "last", "datasets": ["st"]},
+            "instructions": {"kind": "instructions", "positions": "post_instruction", "datasets": ["ins"]},
+        },
+        "extraction": {"batch_size": 2},
+    }
+    snakemake(wd, config=config)
+    return wd, config
+
+
+def _extracted(jobs):
+    return sorted(out for rule, out in jobs if rule == "extract")
+
+
+def test_unchanged_config_reruns_nothing(small_workflow):
+    wd, config = small_workflow
+    assert planned_jobs(wd, config=config) == []
+
+
+def test_adding_a_model_runs_only_its_jobs(small_workflow):
+    wd, config = small_workflow
+    cfg = copy.deepcopy(config)
+    cfg["models"]["c"] = {"path": "models/c", "family": "f", "role": "sft"}
+    jobs = planned_jobs(wd, config=cfg)
+    assert _extracted(jobs) == ["results/activations/c/instructions/ins.h5",
+                                "results/activations/c/statements/st.h5"]
+    assert all("/a/" not in out and "/b/" not in out for _, out in jobs)
+
+
+def test_adding_a_dataset_runs_only_its_jobs(small_workflow):
+    wd, config = small_workflow
+    cfg = copy.deepcopy(config)
+    cfg["datasets"]["st2"] = {"path": "st2.csv", "kind": "statements"}
+    cfg["prompt_sets"]["statements"]["datasets"].append("st2")
+    jobs = planned_jobs(wd, config=cfg)
+    assert sorted(jobs) == sorted([
+        ("dataset", "results/data/st2.tsv"),
+        ("extract", "results/activations/a/statements/st2.h5"),
+        ("extract", "results/activations/b/statements/st2.h5"),
+    ])
+
+
+def test_analysis_settings_re_extract_nothing(small_workflow):
+    wd, config = small_workflow
+    cfg = copy.deepcopy(config)
+    cfg["models"]["a"]["layers"] = {"truth_probe": 2, "refusal": 1}
+    cfg["models"]["b"]["family"] = "g"
+    jobs = planned_jobs(wd, config=cfg)
+    assert _extracted(jobs) == []
+
+
+def test_extraction_settings_do_re_extract(small_workflow):
+    """The converse, so the tests above can fail: a change that alters the cache reruns it."""
+    wd, config = small_workflow
+    cfg = copy.deepcopy(config)
+    cfg["prompt_sets"]["statements"]["positions"] = {"last_n": 2}
+    assert _extracted(planned_jobs(wd, config=cfg)) == ["results/activations/a/statements/st.h5",
+                                                        "results/activations/b/statements/st.h5"]

@@ -1,0 +1,80 @@
+"""Helpers for tests that run Snakemake itself on a temporary copy of the workflow."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_FILES = ["Snakefile", "config.yaml", "config.schema.yaml", "rules", "workflow_scripts",
+                  "profiles", "report", "envs"]
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A copy of the workflow's own files (no results) in ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def env() -> dict:
+    e = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    e["PYTHONPATH"] = os.pathsep.join([str(REPO / "workflow_scripts"), e.get("PYTHONPATH", "")])
+    return e
+
+
+def snakemake(workdir: Path, *args: str, config: dict | None = None, check: bool = True,
+              timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run ``snakemake`` in ``workdir`` (a workflow copy); ``config`` is written to
+    cfg.yaml and passed with --configfile."""
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2"]
+    if config is not None:
+        write_config(workdir, config)
+        cmd += ["--configfile", "cfg.yaml"]
+    proc = subprocess.run(cmd + list(args), cwd=workdir, env=env(), capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def write_config(workdir: Path, config: dict) -> None:
+    (workdir / "cfg.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+_RULE = re.compile(r"^(?:local)?rule (\w+):\s*$")
+_OUTPUT = re.compile(r"^\s+output: (.*)$")
+
+
+def planned_jobs(workdir: Path, *targets: str, config: dict | None = None) -> list[tuple[str, str]]:
+    """The jobs a dry run would execute, as (rule, outputs) pairs, read from Snakemake's
+    own job listing (rule ``all`` excluded)."""
+    proc = snakemake(workdir, "--dry-run", *targets, config=config)
+    text = proc.stdout + proc.stderr
+    jobs, rule = [], None
+    for line in text.splitlines():
+        m = _RULE.match(line)
+        if m:
+            rule = m.group(1)
+            if rule == "all":
+                rule = None
+            continue
+        m = _OUTPUT.match(line)
+        if m and rule:
+            jobs.append((rule, m.group(1).strip()))
+            rule = None
+    if not jobs and "Nothing to be done" not in text:
+        raise AssertionError(f"could not read the dry run's job list:\n{text[-4000:]}")
+    return sorted(jobs)
