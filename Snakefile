@@ -15,6 +15,7 @@ if not workflow.overwrite_configfiles:
 
 
 include: "rules/common.smk"
+include: "rules/resources.smk"
 include: "rules/data.smk"
 include: "rules/activations.smk"
 include: "rules/organism.smk"

@@ -9,6 +9,11 @@ rule extract:
         model=extraction_model,
         prompt_set=extraction_prompt_set,
         settings=extraction_settings,
+    resources:
+        gpu=model_gpu,
+        gpu_model=model_gpu_model,
+        mem_mb=model_mem_mb,
+        runtime=model_runtime,
     log:
         "logs/extract/{model}/{prompt_set}/{dataset}.log",
     benchmark:

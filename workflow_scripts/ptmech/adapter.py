@@ -278,6 +278,9 @@ def resolve_device(device: str = "auto") -> str:
     """``auto``: the first GPU this process was given (CUDA_VISIBLE_DEVICES decides which
     physical one), else the CPU."""
     if device == "auto":
+        from .resources import claim_gpu
+
+        claim_gpu()  # a local run on a multi-GPU machine: one GPU per job
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
 
