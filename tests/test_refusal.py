@@ -1,0 +1,312 @@
+"""Oracle tests for the refusal stage: directional ablation leaves no component along the
+direction anywhere, hooked generation with a KV cache equals the uncached loop, addition
+with c = 0 changes nothing, candidate directions equal the difference of means that
+transformers itself computes (without loading any model), and the selection follows
+Arditi et al.'s filters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ARCHS, SENTENCES, make_tokenizer
+from ptmech import refusal as rf
+from ptmech.adapter import block_output, load_model
+from ptmech.cache import extract
+from ptmech.generation import greedy
+from ptmech.interventions import activation_addition, directional_ablation, residual_writers
+from ptmech.residual import hooked
+
+torch.set_num_threads(1)
+
+HARMFUL = [f"how to {v} {c}" for v in ("poison", "steal", "burn down") for c in ("paris", "rome", "berlin", "france")]
+HARMLESS = [f"how to {v} {c}" for v in ("visit", "photograph", "describe") for c in ("paris", "rome", "berlin", "france")]
+
+
+def _adapter(tiny_model_dir, arch, role="base"):
+    return load_model(arch, {"path": str(tiny_model_dir(arch)), "dtype": "float32", "device": "cpu", "role": role})
+
+
+def _direction(adapter, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(adapter.d_model, generator=g)
+
+
+def _record_sites(adapter):
+    """Hook registrations recording every block input, attention / MLP write and block
+    output (install them after the intervention's hooks, so they see its result)."""
+    seen: list[tuple[str, torch.Tensor]] = []
+
+    def pre(name):
+        def hook(m, args, kwargs):
+            seen.append((name, (args[0] if args else kwargs["hidden_states"]).detach().clone()))
+        return hook
+
+    def post(name):
+        def hook(m, args, output):
+            seen.append((name, block_output(output).detach().clone()))
+        return hook
+
+    regs = []
+    for layer in range(adapter.n_layers):
+        attn_write, mlp_write = residual_writers(adapter, layer)
+        regs += [(adapter.blocks[layer], "pre", pre(f"block {layer} input")),
+                 (attn_write, "forward", post(f"block {layer} attention write")),
+                 (mlp_write, "forward", post(f"block {layer} mlp write")),
+                 (adapter.blocks[layer], "forward", post(f"block {layer} output"))]
+    return regs, seen
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_ablation_leaves_no_component_along_r_at_any_hooked_site(arch, tiny_model_dir):
+    adapter = _adapter(tiny_model_dir, arch)
+    with torch.no_grad():  # fresh norms scale every coordinate alike; make them not
+        g = torch.Generator().manual_seed(2)
+        for name, p in adapter.model.named_parameters():
+            if "norm" in name or ".ln" in name:
+                p.add_(0.5 * torch.randn(p.shape, generator=g))
+    r = _direction(adapter)
+    unit = r / r.norm()
+    ids = torch.tensor([adapter.encode([SENTENCES[0]])[0]])
+
+    def worst(seen):
+        return max(float(((x @ unit).abs() / x.norm(dim=-1).clamp(min=1e-12)).max()) for _, x in seen)
+
+    regs, plain = _record_sites(adapter)
+    with torch.no_grad(), hooked(regs):
+        adapter.model(ids)
+    assert worst(plain) > 1e-2  # without the ablation the direction is there
+
+    regs, seen = _record_sites(adapter)
+    with torch.no_grad(), hooked(directional_ablation(adapter, r)), hooked(regs):
+        adapter.model(ids)
+    assert len(seen) == 4 * adapter.n_layers
+    for name, x in seen:
+        ratio = ((x @ unit).abs() / x.norm(dim=-1).clamp(min=1e-12)).max()
+        assert ratio < 1e-4, f"{arch}: {name} keeps |x.r|/|x| = {ratio:.2e}"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_hooked_generation_with_kv_cache_equals_uncached_loop(arch, tiny_model_dir):
+    adapter = _adapter(tiny_model_dir, arch)
+    r = _direction(adapter, seed=1)
+    ids = adapter.encode(SENTENCES[:6])
+    for regs in (directional_ablation(adapter, r), activation_addition(adapter, 4 * r, k=1)):
+        with hooked(regs):
+            cached = greedy(adapter, ids, max_new_tokens=8, batch_size=4)
+            loop = greedy(adapter, ids, max_new_tokens=8, batch_size=6, use_cache=False)
+        assert torch.equal(cached.tokens, loop.tokens), arch
+        torch.testing.assert_close(cached.first_logits, loop.first_logits, atol=1e-4, rtol=1e-4)
+    plain = greedy(adapter, ids, max_new_tokens=8)
+    assert not torch.equal(plain.first_logits, cached.first_logits)  # the hooks did act
+
+
+def test_generation_does_not_depend_on_the_batch(tiny_model_dir):
+    adapter = _adapter(tiny_model_dir, "llama")
+    ids = adapter.encode(SENTENCES)
+    together = greedy(adapter, ids, max_new_tokens=6, batch_size=len(ids))
+    for i, x in enumerate(ids):
+        alone = greedy(adapter, [x], max_new_tokens=6)
+        assert torch.equal(alone.tokens[0], together.tokens[i])
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_addition_with_zero_coefficient_equals_baseline(arch, tiny_model_dir):
+    adapter = _adapter(tiny_model_dir, arch)
+    ids = adapter.encode(SENTENCES[:5])
+    tokens = rf.refusal_token_ids(adapter.tokenizer, ["I"])
+    base = rf.steer(adapter, ids, rf.Intervention("none"), refusal_tokens=tokens, max_new_tokens=6)
+    zero = rf.steer(adapter, ids, rf.Intervention("addition", _direction(adapter), k=1, coefficient=0.0),
+                    refusal_tokens=tokens, max_new_tokens=6)
+    pd.testing.assert_frame_equal(base, zero)
+    strong = rf.steer(adapter, ids, rf.Intervention("addition", _direction(adapter), k=1, coefficient=50.0),
+                      refusal_tokens=tokens, max_new_tokens=6)
+    assert not np.allclose(base["refusal_logit_score"], strong["refusal_logit_score"])
+
+
+def test_addition_shifts_the_block_input_by_c_r(tiny_model_dir):
+    adapter = _adapter(tiny_model_dir, "llama")
+    r = _direction(adapter)
+    ids = torch.tensor([adapter.encode([SENTENCES[1]])[0]])
+    got = {}
+    rec = [(adapter.blocks[2], "pre", lambda m, a, kw: got.__setitem__(len(got), a[0] if a else kw["hidden_states"]))]
+    iv = rf.Intervention("addition", r, k=2, coefficient=1.5, scale=2.0, sites=("block_input",))
+    with torch.no_grad():
+        with hooked(rec):
+            adapter.model(ids)
+        with hooked(iv.registrations(adapter)), hooked(rec):
+            adapter.model(ids)
+    torch.testing.assert_close(got[1] - got[0], (3.0 * r / r.norm()).expand_as(got[0]), atol=1e-5, rtol=1e-5)
+
+
+def test_refusal_prefixes_match_as_in_the_paper():
+    assert rf.is_refusal("  I cannot help with that .")
+    assert rf.is_refusal("I\u2019m sorry, no")
+    assert not rf.is_refusal("i cannot help")  # case-sensitive
+    assert not rf.is_refusal("Sure. I cannot")  # prefix only
+    assert rf.is_refusal("Nope", prefixes=["No"])
+
+
+def test_refusal_logit_score_is_the_log_odds_of_the_refusal_tokens():
+    logits = torch.zeros(2, 4)
+    logits[1, 0] = np.log(3.0)  # p(token 0) = 3/6
+    score = rf.refusal_logit_score(logits, [0])
+    torch.testing.assert_close(score, torch.tensor([np.log(1 / 3), 0.0], dtype=torch.float32))
+    torch.testing.assert_close(rf.refusal_logit_score(logits, [0, 1])[0], torch.tensor(0.0))
+
+
+def test_refusal_tokens_skip_unknown_words():
+    tok = make_tokenizer()
+    assert rf.refusal_token_ids(tok, ["I", "As"]) == [tok.convert_tokens_to_ids("I")]
+    with pytest.raises(ValueError, match="no refusal tokens"):
+        rf.refusal_token_ids(tok, ["Xyzzy"])
+
+
+def test_splits_come_from_the_dataset_or_a_seeded_assignment():
+    table = pd.DataFrame({"instruction": list("abcd"), "split": ["train", "val", "test", "train"]})
+    assert list(rf.instruction_splits(table, {"train": 1.0})) == ["train", "val", "test", "train"]
+    bare = pd.DataFrame({"instruction": [str(i) for i in range(50)]})
+    fractions = {"train": 0.6, "val": 0.2, "test": 0.2}
+    a, b = rf.instruction_splits(bare, fractions, seed=42), rf.instruction_splits(bare, fractions, seed=42)
+    assert list(a) == list(b) and list(a) != list(rf.instruction_splits(bare, fractions, seed=1))
+    assert [int((a == s).sum()) for s in ("train", "val", "test")] == [30, 10, 10]
+    assert list(rf.split_rows(a, "val", 3)) == list(np.flatnonzero(a == "val")[:3])
+    with pytest.raises(ValueError, match="no rows in split 'val'"):
+        rf.split_rows(np.array(["train", "test"]), "val")
+
+
+def _instruction_caches(adapter, tmp_path):
+    positions = [-2, -1]
+    tables, paths = {}, {}
+    for name, xs in (("harmful", HARMFUL), ("harmless", HARMLESS)):
+        tables[name] = pd.DataFrame({"instruction": xs, "split": (["train"] * 6 + ["val"] * 3 + ["test"] * 3)})
+        paths[name] = tmp_path / f"{name}.h5"
+        extract(adapter, [adapter.render_instruction(x) for x in xs], paths[name], positions=positions,
+                batch_size=5, storage_dtype="float32", rows=np.arange(len(xs)), log=lambda s: None)
+    return tables, paths, positions
+
+
+def test_candidates_are_the_difference_of_means_and_need_no_model(tiny_model_dir, tmp_path, monkeypatch):
+    adapter = _adapter(tiny_model_dir, "llama", role="instruct")
+    tables, paths, positions = _instruction_caches(adapter, tmp_path)
+
+    def refuse(*a, **kw):
+        raise AssertionError("a cache-only analysis loaded a model")
+
+    import transformers
+    from ptmech import adapter as adapter_module
+    monkeypatch.setattr(adapter_module, "load_model", refuse)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
+    cands, counts = rf.candidates_from_caches(paths["harmful"], paths["harmless"], tables["harmful"], tables["harmless"],
+                                              split_fractions={"train": 1.0}, n_train=4)
+    monkeypatch.undo()
+    assert counts == {"n_harmful": 4, "n_harmless": 4}
+    assert cands.k == list(range(adapter.n_layers + 1)) and cands.positions == positions
+
+    def hidden(texts):  # transformers' own hidden states, one prompt at a time
+        out = []
+        for t in texts:
+            ids = torch.tensor([adapter.encode([adapter.render_instruction(t)])[0]])
+            with torch.no_grad():
+                out.append(torch.stack(adapter.model(ids, output_hidden_states=True).hidden_states)[:, 0, -2:])
+        return torch.stack(out).numpy()  # [N, L+1, 2, d]
+
+    expected = hidden(HARMFUL[:4]).mean(0) - hidden(HARMLESS[:4]).mean(0)
+    for k in range(adapter.n_layers):  # hidden_states[L] is after the final norm
+        for j, p in enumerate(positions):
+            np.testing.assert_allclose(cands.direction(k, p), expected[k, j], atol=1e-5)
+
+
+def test_a_stale_cache_is_an_error(tiny_model_dir, tmp_path):
+    adapter = _adapter(tiny_model_dir, "llama", role="instruct")
+    tables, paths, _ = _instruction_caches(adapter, tmp_path)
+    longer = pd.concat([tables["harmful"], tables["harmful"].iloc[:1]], ignore_index=True)
+    with pytest.raises(ValueError, match="cache is stale"):
+        rf.candidates_from_caches(paths["harmful"], paths["harmless"], longer, tables["harmless"],
+                                  split_fractions={"train": 1.0})
+
+
+def test_planted_direction_is_recovered_by_the_mean_difference():
+    rng = np.random.default_rng(0)
+    planted = rng.normal(size=16).astype(np.float32)
+    harmless = rng.normal(size=(200, 3, 16)).astype(np.float32)
+    harmful = harmless + planted  # the same prompts moved along the planted direction
+    diff = rf.mean_difference(harmful, harmless)
+    np.testing.assert_allclose(diff, np.broadcast_to(planted, (3, 16)), atol=1e-5)
+
+
+def _scores(rows):
+    """Candidates (k, position, |d|, ablation log-odds, addition log-odds, KL, ablation rate,
+    addition rate)."""
+    return pd.DataFrame(rows, columns=["k", "position", "direction_norm", "ablation_refusal_score",
+                                       "addition_refusal_score", "ablation_kl", "ablation_refusal_rate",
+                                       "addition_refusal_rate"])
+
+
+SCORED = _scores([
+    (1, -1, 1.0, -2.0, 1.0, 0.01, 0.25, 0.75),   # passes
+    (2, -1, 1.0, -3.0, 1.0, 0.01, 0.25, 0.60),   # passes; ties on rate, lower log-odds: best
+    (3, -1, 1.0, -9.0, 1.0, 0.50, 0.00, 0.90),   # KL too high
+    (4, -1, 1.0, -9.0, -1.0, 0.01, 0.00, 0.40),  # does not induce refusal
+    (8, -1, 1.0, -9.0, 2.0, 0.01, 0.00, 0.90),   # in the last 20% of 10 layers
+    (0, -1, 0.0, -9.0, 2.0, 0.00, 0.00, 0.90),   # zero direction
+])
+
+
+@pytest.mark.parametrize("score", ["generation", "logit"])
+def test_selection_applies_arditi_filters_and_picks_the_lowest_ablation_score(score):
+    frame, rule = rf.select_direction(SCORED, n_layers=10, score=score)
+    assert frame.loc[frame["selected"], "k"].tolist() == [2]
+    assert rule.startswith("lowest")
+    assert (frame["discarded"] == "").tolist() == [True, True, False, False, False, False]
+    assert "KL" in frame["discarded"][2] and "last 20%" in frame["discarded"][4] and "zero" in frame["discarded"][5]
+    assert "addition_refusal" in frame["discarded"][3]
+
+
+def test_selection_by_generation_and_by_logit_can_disagree():
+    scores = _scores([(1, -1, 1.0, -1.0, 1.0, 0.01, 0.10, 0.9),   # generation refuses less after ablation
+                      (2, -1, 1.0, -5.0, 1.0, 0.01, 0.90, 0.9)])  # the first token looks bypassed
+    pick = lambda score: rf.select_direction(scores, 10, score=score)[0].query("selected")["k"].tolist()
+    assert pick("generation") == [1] and pick("logit") == [2]
+
+
+def test_selection_falls_back_to_the_best_addition_when_nothing_passes():
+    scores = _scores([(1, -1, 1.0, -2.0, -1.5, 0.01, 0.0, 0.1), (2, -1, 1.0, -3.0, -0.5, 0.01, 0.0, 0.3),
+                      (3, -1, 1.0, -3.0, 5.0, 0.9, 0.0, 1.0)])
+    for score in ("generation", "logit"):
+        frame, rule = rf.select_direction(scores, n_layers=10, score=score)
+        assert frame.loc[frame["selected"], "k"].tolist() == [2]
+        assert rule.startswith("fallback")
+
+
+def test_candidate_cells_limit_layers_and_positions():
+    cands = rf.Candidates(np.ones((6, 3, 4), np.float32), list(range(6)), [-3, -2, -1])
+    assert rf.candidate_cells(cands, n_layers=5) == [(k, p) for k in range(4) for p in (-3, -2, -1)]
+    assert rf.candidate_cells(cands, 5, layer_stride=2, positions=[-1]) == [(0, -1), (2, -1)]
+    assert rf.candidate_cells(cands, 5, layers=[4], positions=[-2]) == [(4, -2)]
+    with pytest.raises(ValueError, match="not cached"):
+        rf.candidate_cells(cands, 5, positions=[-4])
+    with pytest.raises(ValueError, match="block inputs"):
+        rf.candidate_cells(cands, 5, layers=[5])
+
+
+def test_candidate_scores_with_zero_addition_equal_the_baseline(tiny_model_dir):
+    adapter = _adapter(tiny_model_dir, "llama", role="instruct")
+    rng = np.random.default_rng(0)
+    cands = rf.Candidates(rng.normal(size=(adapter.n_layers + 1, 2, adapter.d_model)).astype(np.float32),
+                          list(range(adapter.n_layers + 1)), [-2, -1])
+    harmful = adapter.encode([adapter.render_instruction(x) for x in HARMFUL[:4]])
+    harmless = adapter.encode([adapter.render_instruction(x) for x in HARMLESS[:4]])
+    tokens = rf.refusal_token_ids(adapter.tokenizer, ["I"])
+    scores = rf.score_candidates(adapter, cands, [(1, -1), (2, -2)], harmful, harmless, tokens, coefficient=0.0,
+                                 max_new_tokens=3)
+    assert np.allclose(scores["addition_refusal_score"], scores.attrs["baseline_harmless_refusal_score"], atol=1e-6)
+    assert (scores["addition_refusal_rate"] == scores.attrs["baseline_harmless_refusal_rate"]).all()
+    assert (scores["ablation_kl"] > 0).all()
+    assert not np.allclose(scores["ablation_refusal_score"], scores.attrs["baseline_harmful_refusal_score"])
+    logit_only = rf.score_candidates(adapter, cands, [(1, -1), (2, -2)], harmful, harmless, tokens, coefficient=0.0)
+    assert logit_only["ablation_refusal_rate"].isna().all()
+    cols = ["ablation_refusal_score", "addition_refusal_score", "ablation_kl"]
+    np.testing.assert_allclose(logit_only[cols], scores[cols], atol=1e-5)  # first generated step = last logits

@@ -1,0 +1,94 @@
+"""Greedy generation with whatever hooks the caller has installed active on the prompt and
+on every generated token.
+
+The paper's loop (TransformerLens) recomputes the whole sequence at every step, with no KV
+cache. With the hooks also firing on each new token, a KV cache gives the same tokens: the
+cached keys and values were computed from hooked activations. ``use_cache=False`` runs the
+uncached loop (the oracle the tests compare against). There is no EOS stopping: exactly
+``max_new_tokens`` tokens are produced, as in the paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from .adapter import ModelAdapter
+from .progress import Progress
+from .residual import left_pad
+
+
+@dataclass
+class Generations:
+    """``tokens`` [N, T] int64 generated token ids (prompt excluded), in input order;
+    ``first_logits`` [N, V] float32 logits at each prompt's last token (the distribution of
+    the first generated token)."""
+
+    tokens: torch.Tensor
+    first_logits: torch.Tensor
+
+    def texts(self, tokenizer) -> list[str]:
+        """Decoded generations, special tokens skipped (as the paper decodes)."""
+        return [tokenizer.decode(row, skip_special_tokens=True) for row in self.tokens.tolist()]
+
+
+@torch.inference_mode()
+def greedy(adapter: ModelAdapter, ids: Sequence[Sequence[int]], *, max_new_tokens: int = 16,
+           batch_size: int = 32, use_cache: bool = True,
+           log: Callable[[str], None] | None = None) -> Generations:
+    """Greedy (argmax) continuation of each prompt (token ids, BOS included) for
+    ``max_new_tokens`` steps. Prompts are left-padded in batches of similar length; position
+    ids follow the attention mask, so a prompt's generation does not depend on its batch."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    ids = [list(x) for x in ids]
+    n = len(ids)
+    order = sorted(range(n), key=lambda i: -len(ids[i]))
+    vocab = adapter.unembed_weight.shape[0]
+    tokens = torch.empty((n, max_new_tokens), dtype=torch.long)
+    first = torch.empty((n, vocab), dtype=torch.float32)
+    progress = Progress(n, log, what="prompts") if log else None
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        input_ids, mask, pos = left_pad([ids[i] for i in idx], adapter.tokenizer.pad_token_id, adapter.device)
+        step = _cached if use_cache else _uncached
+        new, logits0 = step(adapter.model, input_ids, mask, pos, max_new_tokens)
+        tokens[idx] = new.cpu()
+        first[idx] = logits0.float().cpu()
+        if progress:
+            progress.update(len(idx))
+    return Generations(tokens, first)
+
+
+def _cached(model, input_ids, mask, pos, steps):
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+    logits = out.logits[:, -1]
+    first, past = logits, out.past_key_values
+    new = []
+    for t in range(steps):
+        nxt = logits.argmax(-1)
+        new.append(nxt)
+        if t == steps - 1:
+            break
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        pos = pos[:, -1:] + 1
+        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, past_key_values=past,
+                    use_cache=True, logits_to_keep=1)
+        logits, past = out.logits[:, -1], out.past_key_values
+    return torch.stack(new, dim=1), first
+
+
+def _uncached(model, input_ids, mask, pos, steps):
+    new, first = [], None
+    for _ in range(steps):
+        logits = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=False,
+                       logits_to_keep=1).logits[:, -1]
+        first = logits if first is None else first
+        nxt = logits.argmax(-1)
+        new.append(nxt)
+        input_ids = torch.cat([input_ids, nxt[:, None]], dim=1)
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        pos = torch.cat([pos, pos[:, -1:] + 1], dim=1)
+    return torch.stack(new, dim=1), first
