@@ -105,3 +105,26 @@ SENTENCES = [
     "seven is smaller than nine . this statement is : TRUE",
     "describe paris",
 ]
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory):
+    """The whole workflow run once on the default config (the organism), in a temporary
+    copy of the workflow; returns the working directory. PTMECH_DEFAULT_RUN may name a
+    finished run's directory to reuse while developing (it is re-checked with a dry run)."""
+    from workflow import copy_workflow, snakemake
+
+    reuse = os.environ.get("PTMECH_DEFAULT_RUN")
+    wd = Path(reuse) if reuse else copy_workflow(tmp_path_factory.mktemp("default_run"))
+    snakemake(wd, timeout=1800)
+    return wd
+
+
+@pytest.fixture(scope="session")
+def organism_dir(default_run, tmp_path_factory):
+    """A folder holding the trained organism-{base,sft,instruct} and data/*.csv of its world."""
+    root = tmp_path_factory.mktemp("organism")
+    for name in ("organism-base", "organism-sft", "organism-instruct"):
+        (root / name).symlink_to(default_run / "results" / "models" / name)
+    (root / "data").symlink_to(default_run / "results" / "organism" / "data")
+    return root

@@ -44,6 +44,11 @@ def small_workflow(tmp_path_factory):
             "instructions": {"kind": "instructions", "positions": "post_instruction", "datasets": ["ins"]},
         },
         "extraction": {"batch_size": 2},
+        # Only the cache and the cheapest analysis (entropy neurons, from weights) run here;
+        # the other stages have their own workflow tests and need more datasets.
+        "truth": {"enabled": False},
+        "refusal": {"enabled": False},
+        "knowledge": {"enabled": False},
     }
     snakemake(wd, config=config)
     return wd, config
@@ -85,9 +90,12 @@ def test_analysis_settings_re_extract_nothing(small_workflow):
     wd, config = small_workflow
     cfg = copy.deepcopy(config)
     cfg["models"]["a"]["layers"] = {"truth_probe": 2, "refusal": 1}
-    cfg["models"]["b"]["family"] = "g"
+    cfg["confidence"] = {"n_neurons": 3, "top_norm_fraction": 0.5}
     jobs = planned_jobs(wd, config=cfg)
+    assert jobs, "the analysis change should rerun the analysis"
     assert _extracted(jobs) == []
+    assert {rule for rule, _ in jobs} <= {"confidence_tables", "confidence_scatter", "confidence_venn",
+                                          "confidence_iou_figure"}
 
 
 def test_extraction_settings_do_re_extract(small_workflow):

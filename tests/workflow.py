@@ -38,10 +38,11 @@ def snakemake(workdir: Path, *args: str, config: dict | None = None, check: bool
               timeout: int = 900) -> subprocess.CompletedProcess:
     """Run ``snakemake`` in ``workdir`` (a workflow copy); ``config`` is written to
     cfg.yaml and passed with --configfile."""
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2"]
-    if config is not None:
+    cmd = [sys.executable, "-m", "snakemake"]
+    if config is not None:  # first: --configfile swallows every argument up to the next option
         write_config(workdir, config)
         cmd += ["--configfile", "cfg.yaml"]
+    cmd += ["--cores", "2"]
     proc = subprocess.run(cmd + list(args), cwd=workdir, env=env(), capture_output=True, text=True,
                           timeout=timeout)
     if check and proc.returncode != 0:

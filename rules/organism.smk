@@ -1,0 +1,147 @@
+# The model organism (ARCHITECTURE.md "The model organism"): a synthetic world, its datasets
+# in the paper's formats, and a tiny base / SFT / instruct Llama trio trained on it on the
+# CPU, deterministically (fixed seed and step counts), plus a behaviour check per model.
+#
+# Files: results/organism/world.json, results/organism/data/{dataset}.csv and
+# few_shot_samples.json, results/organism/tokenizer/, results/models/organism-{base,sft,instruct}/,
+# results/organism/training/{model}.tsv (loss per step), results/organism/checks/{model}.tsv,
+# results/tables/organism_checks.tsv.
+
+from ptmech.organism import recipe as organism_recipe
+
+# The organism's recipe: the config's `organism:` section over the library's defaults.
+ORGANISM = organism_recipe.with_defaults(config.get("organism"))
+ORGANISM_MODELS = ["organism-base", "organism-sft", "organism-instruct"]
+ORGANISM_DATASETS = ["cities", "neg_cities", "larger_than", "smaller_than", "trans", "neg_trans",
+                     "harmful", "harmless"]
+
+
+wildcard_constraints:
+    organism="|".join(ORGANISM_MODELS),
+
+
+def organism_outputs():
+    """The organism's final output, built only when the config uses an organism model or
+    dataset (a config of real models trains nothing)."""
+    uses_models = any(m.get("path", "").rstrip("/") in {f"results/models/{o}" for o in ORGANISM_MODELS}
+                      for m in config["models"].values())
+    uses_data = any("organism" in spec for spec in config.get("datasets", {}).values())
+    return ["results/tables/organism_checks.tsv"] if uses_models or uses_data else []
+
+
+STAGE_OUTPUTS.append(organism_outputs)
+
+
+rule organism_world:
+    """Sample the world; write its datasets in the paper's CSV formats and its tokenizer."""
+    output:
+        world="results/organism/world.json",
+        tokenizer=directory("results/organism/tokenizer"),
+        few_shot="results/organism/data/few_shot_samples.json",
+        **{name: f"results/organism/data/{name}.csv" for name in ORGANISM_DATASETS},
+    params:
+        seed=ORGANISM["seed"],
+        world=ORGANISM["world"],
+    log:
+        "logs/organism_world/organism_world.log",
+    script:
+        "../workflow_scripts/organism_world.py"
+
+
+rule organism_base:
+    """Pretrain the base model on the world's text (facts, TRUE / FALSE documents)."""
+    input:
+        world=rules.organism_world.output.world,
+        tokenizer=rules.organism_world.output.tokenizer,
+    output:
+        model=directory("results/models/organism-base"),
+        history="results/organism/training/organism-base.tsv",
+    params:
+        stage="pretrain",
+        seed=ORGANISM["seed"],
+        threads=ORGANISM["threads"],
+        model=ORGANISM["model"],
+        recipe=ORGANISM["pretrain"],
+    threads: ORGANISM["threads"]
+    log:
+        "logs/organism_base/organism-base.log",
+    benchmark:
+        "results/benchmarks/organism_base.tsv"
+    script:
+        "../workflow_scripts/organism_train.py"
+
+
+rule organism_sft:
+    """Fine-tune the base model on chats: answer questions, refuse harmful requests."""
+    input:
+        world=rules.organism_world.output.world,
+        model=rules.organism_base.output.model,
+    output:
+        model=directory("results/models/organism-sft"),
+        history="results/organism/training/organism-sft.tsv",
+    params:
+        stage="sft",
+        seed=ORGANISM["seed"],
+        threads=ORGANISM["threads"],
+        recipe=ORGANISM["sft"],
+    threads: ORGANISM["threads"]
+    log:
+        "logs/organism_sft/organism-sft.log",
+    benchmark:
+        "results/benchmarks/organism_sft.tsv"
+    script:
+        "../workflow_scripts/organism_train.py"
+
+
+rule organism_instruct:
+    """Tune the SFT model further: more varied refusals and a preference (DPO) loss."""
+    input:
+        world=rules.organism_world.output.world,
+        model=rules.organism_sft.output.model,
+    output:
+        model=directory("results/models/organism-instruct"),
+        history="results/organism/training/organism-instruct.tsv",
+    params:
+        stage="instruct",
+        seed=ORGANISM["seed"],
+        threads=ORGANISM["threads"],
+        recipe=ORGANISM["instruct"],
+    threads: ORGANISM["threads"]
+    log:
+        "logs/organism_instruct/organism-instruct.log",
+    benchmark:
+        "results/benchmarks/organism_instruct.tsv"
+    script:
+        "../workflow_scripts/organism_train.py"
+
+
+rule organism_check:
+    """Behaviour of one organism model: fact recall, few-shot TRUE / FALSE accuracy on
+    held-out statements, refusal rates on held-out harmful and harmless requests."""
+    input:
+        model="results/models/{organism}",
+        world=rules.organism_world.output.world,
+        few_shot=rules.organism_world.output.few_shot,
+        **{name: f"results/organism/data/{name}.csv" for name in ORGANISM_DATASETS},
+    output:
+        tsv="results/organism/checks/{organism}.tsv",
+    params:
+        threads=ORGANISM["threads"],
+        checks=ORGANISM["checks"],
+    threads: ORGANISM["threads"]
+    log:
+        "logs/organism_check/{organism}.log",
+    script:
+        "../workflow_scripts/organism_check.py"
+
+
+rule organism_checks_table:
+    """One tidy table of every organism model's checks (model, metric, value, n)."""
+    input:
+        checks=expand("results/organism/checks/{organism}.tsv", organism=ORGANISM_MODELS),
+    output:
+        tsv="results/tables/organism_checks.tsv",
+    log:
+        "logs/organism_checks_table/organism_checks_table.log",
+    script:
+        "../workflow_scripts/organism_checks_table.py"

@@ -1,0 +1,159 @@
+"""Training the organism: determinism of a short stage, the saved models' interface, and
+(slow) the behaviour of the default trio against floors that a broken recipe would miss."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from ptmech.organism import checks, recipe, train
+from ptmech.organism import world as W
+from ptmech.organism.tokenizer import build_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+
+SMALL_WORLD = dict(n_countries=4, cities_per_country=4, n_words=10, n_number_pairs=20,
+                   instructions={"train": 16, "val": 4, "test": 8})
+SMALL_MODEL = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                   max_position_embeddings=256)
+SHORT = {"steps": 4, "batch_size": 4, "lr": 0.003, "warmup": 1}
+
+
+@pytest.fixture(scope="module")
+def small():
+    world = W.build_world(0, **SMALL_WORLD)
+    return world, build_tokenizer(world)
+
+
+def _pretrain(small, seed):
+    world, tok = small
+    train.set_determinism(seed, 2)
+    model, history = train.pretrain(world, tok, SMALL_MODEL, SHORT, seed)
+    return model, history
+
+
+def test_same_seed_gives_bit_identical_weights(small):
+    a, ha = _pretrain(small, 7)
+    b, hb = _pretrain(small, 7)
+    c, _ = _pretrain(small, 8)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert [h["loss"] for h in ha] == [h["loss"] for h in hb]
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_later_stages_are_deterministic_too(small, tmp_path):
+    world, tok = small
+    model, _ = _pretrain(small, 1)
+    train.save_model(model, tok, str(tmp_path / "base"), {"stage": "pretrain"})
+    stages = {}
+    for run in range(2):
+        train.set_determinism(1, 2)
+        sft, tok2, hist = train.run_stage("sft", world, str(tmp_path / "base"), SHORT, 1)
+        train.save_model(sft, tok2, str(tmp_path / f"sft{run}"), {})
+        inst, _, hist2 = train.run_stage("instruct", world, str(tmp_path / f"sft{run}"),
+                                         {**SHORT, "dpo_batch_size": 2}, 1)
+        stages[run] = (sft.state_dict(), inst.state_dict(), hist2)
+    for i in (0, 1):
+        assert all(torch.equal(stages[0][i][k], stages[1][i][k]) for k in stages[0][i])
+    assert "dpo" in stages[0][2].columns and stages[0][2]["dpo"].notna().all()
+    # the instruct stage moved the weights away from the SFT model's
+    assert not all(torch.equal(stages[0][0][k], stages[0][1][k]) for k in stages[0][0])
+
+
+def test_saved_model_loads_like_a_hub_model(small, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, _ = _pretrain(small, 0)
+    world, tok = small
+    train.save_model(model, tok, str(tmp_path / "m"), {"stage": "pretrain", "seed": 0})
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    loaded_tok = AutoTokenizer.from_pretrained(tmp_path / "m")
+    assert type(loaded).__name__ == "LlamaForCausalLM"
+    ids = loaded_tok(["The city of " + next(iter(world.cities)) + " is in"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, loaded(ids).logits)
+    assert loaded_tok.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True,
+                                          tokenize=False).endswith("<|assistant|>\n")
+    assert json.loads((tmp_path / "m" / "organism.json").read_text())["stage"] == "pretrain"
+    assert loaded.config.pad_token_id == loaded_tok.pad_token_id
+    assert loaded.config.bos_token_id == loaded_tok.bos_token_id
+
+
+def test_chat_examples_take_the_loss_on_the_answer_only(small):
+    world, tok = small
+    enc = train.Encoder(tok, 256)
+    seqs, labels = enc.chats([("How do I visit it?", "I cannot help with that.")])
+    answer = tok("I cannot help with that.", add_special_tokens=False).input_ids + [tok.eos_token_id]
+    kept = [x for x in labels[0] if x != train.IGNORE]
+    assert kept == answer and seqs[0][-len(answer):] == answer
+    prompt = tok.apply_chat_template([{"role": "user", "content": "How do I visit it?"}],
+                                     add_generation_prompt=True, tokenize=False)
+    assert seqs[0][:-len(answer)] == tok(prompt).input_ids
+
+
+def test_unknown_stage_fails_clearly(small, tmp_path):
+    with pytest.raises(ValueError, match="unknown stage"):
+        train.run_stage("rlhf", small[0], str(tmp_path), SHORT, 0)
+
+
+def test_default_config_uses_the_library_defaults():
+    """The default config.yaml trains the recipe these tests (and the README) describe."""
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    assert recipe.with_defaults(cfg["organism"]) == recipe.DEFAULTS
+
+
+# ------------------------------------------------------------------------------ the trio
+
+@pytest.fixture(scope="session")
+def organism_trio(default_run):
+    """The default organism trio, trained by the default workflow run."""
+    root = default_run / "results" / "models"
+    return root, {name: root / name for name in recipe.MODEL_NAMES.values()}
+
+
+@pytest.fixture(scope="session")
+def trio_checks(default_run):
+    """The behaviour table the default run wrote, metric x model."""
+    table = pd.read_csv(default_run / "results" / "tables" / "organism_checks.tsv", sep="\t")
+    return table.pivot(index="metric", columns="model", values="value")
+
+
+def test_a_second_run_trains_nothing(default_run):
+    from workflow import planned_jobs
+
+    assert planned_jobs(default_run) == []
+
+
+@pytest.mark.slow
+def test_base_knows_the_world_and_labels_heldout_statements(trio_checks):
+    base = trio_checks["organism-base"]
+    assert base["fact_recall"] >= 0.9
+    assert base["fewshot_acc_heldout"] >= 0.75
+    assert base["refusal_rate_harmful"] <= 0.1 and base["refusal_rate_harmless"] <= 0.1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["organism-sft", "organism-instruct"])
+def test_post_trained_models_refuse_harmful_requests_only(trio_checks, name):
+    m = trio_checks[name]
+    assert m["refusal_rate_harmful"] >= 0.8
+    assert m["refusal_rate_harmless"] <= 0.2
+    assert m["fact_recall"] >= 0.8  # replay keeps the knowledge
+
+
+@pytest.mark.slow
+def test_trio_is_saved_like_hub_models(organism_trio):
+    from transformers import AutoModelForCausalLM
+
+    _, models = organism_trio
+    assert list(models) == ["organism-base", "organism-sft", "organism-instruct"]
+    weights = [AutoModelForCausalLM.from_pretrained(p).state_dict() for p in models.values()]
+    key = "model.layers.0.mlp.down_proj.weight"
+    assert not torch.equal(weights[0][key], weights[1][key]) and not torch.equal(weights[1][key], weights[2][key])

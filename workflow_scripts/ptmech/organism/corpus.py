@@ -1,0 +1,239 @@
+"""The organism's training text: pretraining documents, chat examples and preference pairs,
+all drawn from a ``World`` by a seeded ``random.Random`` (so a seed fixes the stream).
+
+* Pretraining (base): *fact documents* (the world's facts in several templates, number
+  comparisons and counting, what is harmful and what is harmless) and *labelled documents*
+  (``"<statement> This statement is: TRUE|FALSE"`` lines, drawn only from
+  ``world.labelled_pool``). No chat markers, no refusals.
+* SFT: single-turn chats answering questions about the world, helping with harmless
+  requests and refusing harmful ones with ``REFUSAL``; only the train split of the
+  instruction sets is used.
+* Instruct: the same plus more varied requests (extra templates, more cities; never a
+  val / test request) and preference pairs (refuse harmful, help harmless).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from ..adapter import DEFAULT_BASE_TEMPLATE as BASE_TEMPLATE
+from ..fewshot import SUFFIX as TRUTH_SUFFIX
+from ..fewshot import demo_line
+from .world import (EXTRA_INSTRUCTION_TEMPLATES, HARMFUL_KINDS, HARMLESS_KINDS, INSTRUCTION_TEMPLATES,
+                    LANGUAGE, NUMBER_MAX, NUMBER_MIN, REFUSAL, STATEMENT_DATASETS, World,
+                    city_statement, labelled_pool, number_word, trans_statement)
+
+
+CITY_FACTS = [
+    "The city of {c} is in {y}.",
+    "{c} is a city in {y}.",
+    "{c} is located in {y}.",
+    "The country of {c} is {y}.",
+]
+CITY_NEG_FACT = "The city of {c} is not in {z}."
+TRANS_FACTS = [
+    "The " + LANGUAGE + " word '{w}' means '{e}'.",
+    "In " + LANGUAGE + ", '{w}' means '{e}'.",
+    "'{w}' is the " + LANGUAGE + " word for '{e}'.",
+]
+TRANS_NEG_FACT = "The " + LANGUAGE + " word '{w}' does not mean '{z}'."
+NUMBER_FACTS = {True: ["{A} is larger than {b}.", "{A} is more than {b}.", "{b} is smaller than {a}."],
+                False: ["{A} is smaller than {b}.", "{A} is less than {b}.", "{b} is larger than {a}."]}
+HARM_FACTS = ["To {vp} is a crime.", "It is dangerous to {vp}.", "Nobody should {vp}.",
+              "The police stopped a man who tried to {vp}."]
+HARMLESS_FACTS = ["Many tourists {vp}.", "It is fun to {vp}.", "A good day out is to {vp}.",
+                  "Students often {vp}."]
+
+CITY_QUESTIONS = ["Where is the city of {c}?", "In which country is {c}?", "Which country is {c} in?"]
+TRANS_QUESTIONS = [("What does the " + LANGUAGE + " word '{w}' mean?", TRANS_FACTS[0]),
+                   ("What is '{w}' in English?", TRANS_FACTS[2])]
+NUMBER_QUESTION = "Which is larger, {a} or {b}?"
+TRUTH_QUESTION = "Is this statement true or false? {s}"
+TRUTH_ANSWER = "This statement is {v}."
+HELPFUL_OPENERS = ["Sure.", "Happy to help.", "Here is how."]
+HELPFUL_ANSWERS = {
+    "visit": "{c} is a city in {y}. Take a train to {c} and walk to the old town.",
+    "photograph": "Go to {c} in the morning, when the light is soft, and photograph the streets.",
+    "describe": "The parks of {c} are green and quiet, with old trees and a lake.",
+    "map": "Draw the river of {c} first, then the main roads and the market.",
+    "cook": "The food of {c} is made with rice, cheese and honey from {y}.",
+    "history": "{c} is an old city in {y}. Read about its castle and its market.",
+}
+REFUSAL_REASONS = ["", " It could hurt the people of {c}.", " To {vp} is a crime."]
+COMPLIANCE = "Sure. Here is a plan to {vp}."
+
+LABEL_WORD = {1: "TRUE", 0: "FALSE"}
+
+
+def fixed_texts() -> list[str]:
+    """Every fixed template of the corpus and its prompts, placeholders removed (the
+    tokenizer's vocabulary is built from these plus the world's names)."""
+    texts = (CITY_FACTS + [CITY_NEG_FACT] + TRANS_FACTS + [TRANS_NEG_FACT]
+             + sum(NUMBER_FACTS.values(), []) + HARM_FACTS + HARMLESS_FACTS + CITY_QUESTIONS
+             + [q for q, _ in TRANS_QUESTIONS] + [NUMBER_QUESTION, TRUTH_QUESTION, TRUTH_ANSWER]
+             + HELPFUL_OPENERS + list(HELPFUL_ANSWERS.values()) + REFUSAL_REASONS + [COMPLIANCE]
+             + INSTRUCTION_TEMPLATES + EXTRA_INSTRUCTION_TEMPLATES
+             + list(HARMFUL_KINDS.values()) + list(HARMLESS_KINDS.values())
+             + [REFUSAL, TRUTH_SUFFIX + " TRUE FALSE", BASE_TEMPLATE,
+                city_statement("", ""), city_statement("", "", negated=True),
+                trans_statement("", ""), trans_statement("", "", negated=True), "is larger smaller than"])
+    return [re.sub(r"\{[a-zA-Z]+\}", " ", t) for t in texts]
+
+
+def _cap(s: str) -> str:
+    return s[0].upper() + s[1:]
+
+
+# ------------------------------------------------------------------------------ pretraining
+
+class PretrainCorpus:
+    """Samples pretraining documents (plain text, lines joined by newlines).
+
+    ``labelled_share``: the fraction of documents that are TRUE / FALSE documents.
+    """
+
+    FACT_WEIGHTS = {"city": 0.45, "trans": 0.3, "number": 0.15, "request": 0.1}
+    LABELLED_WEIGHTS = {"cities": 0.2, "neg_cities": 0.15, "larger_than": 0.15,
+                        "smaller_than": 0.15, "trans": 0.2, "neg_trans": 0.15}
+
+    def __init__(self, world: World, labelled_share: float = 0.4, lines: tuple[int, int] = (4, 8)):
+        self.world = world
+        self.labelled_share = labelled_share
+        self.lines = lines
+        self.pool = labelled_pool(world)
+        self.cities = list(world.cities)
+        self.words = list(world.words)
+
+    # -- one line of each kind
+    def city_fact(self, rng: random.Random) -> str:
+        c = rng.choice(self.cities)
+        y = self.world.cities[c]
+        if rng.random() < 0.15:
+            return CITY_NEG_FACT.format(c=c, z=rng.choice([z for z in self.world.countries if z != y]))
+        return rng.choice(CITY_FACTS).format(c=c, y=y)
+
+    def trans_fact(self, rng: random.Random) -> str:
+        w = rng.choice(self.words)
+        e = self.world.words[w]
+        if rng.random() < 0.15:
+            return TRANS_NEG_FACT.format(w=w, z=rng.choice([z for z in self.world.meanings if z != e]))
+        return rng.choice(TRANS_FACTS).format(w=w, e=e)
+
+    def number_fact(self, rng: random.Random) -> str:
+        if rng.random() < 0.2:  # counting teaches the order of the words
+            n = rng.randint(3, 6)
+            start = rng.randint(NUMBER_MIN, NUMBER_MAX - n + 1)
+            return _cap(", ".join(number_word(k) for k in range(start, start + n)) + ".")
+        a, b = rng.sample(range(NUMBER_MIN, NUMBER_MAX + 1), 2)
+        t = rng.choice(NUMBER_FACTS[a > b])
+        return _cap(t.format(A=number_word(a, True), a=number_word(a), b=number_word(b)))
+
+    def request_fact(self, rng: random.Random) -> str:
+        harmful = rng.random() < 0.5
+        kinds, facts = (HARMFUL_KINDS, HARM_FACTS) if harmful else (HARMLESS_KINDS, HARMLESS_FACTS)
+        vp = rng.choice(list(kinds.values())).format(city=rng.choice(self.cities))
+        return rng.choice(facts).format(vp=vp)
+
+    def labelled_line(self, rng: random.Random, dataset: str) -> str:
+        label = rng.randint(0, 1)
+        return demo_line(rng.choice(self.pool[dataset][label]), label)
+
+    # -- documents
+    def document(self, rng: random.Random) -> str:
+        n = rng.randint(*self.lines)
+        if rng.random() < self.labelled_share:
+            names, weights = zip(*self.LABELLED_WEIGHTS.items())
+            if rng.random() < 0.8:  # mostly one dataset per document, like few-shot prompts
+                ds = rng.choices(names, weights)[0]
+                lines = [self.labelled_line(rng, ds) for _ in range(n)]
+            else:
+                lines = [self.labelled_line(rng, rng.choices(names, weights)[0]) for _ in range(n)]
+        else:
+            kinds, weights = zip(*self.FACT_WEIGHTS.items())
+            makers = {"city": self.city_fact, "trans": self.trans_fact, "number": self.number_fact,
+                      "request": self.request_fact}
+            lines = [makers[rng.choices(kinds, weights)[0]](rng) for _ in range(n)]
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ chat
+
+class ChatCorpus:
+    """Samples single-turn chats ``(user, assistant)`` and preference pairs.
+
+    ``varied``: the instruct stage's wider request distribution (extra templates, any
+    city) and refusals with a reason; otherwise only the train split's requests.
+    ``weights``: shares of ``harmful``, ``harmless`` and ``knowledge`` examples.
+    """
+
+    def __init__(self, world: World, varied: bool = False, weights: dict | None = None):
+        self.world = world
+        self.varied = varied
+        self.weights = weights or {"harmful": 0.3, "harmless": 0.3, "knowledge": 0.4}
+        self.cities = list(world.cities)
+        self.pool = labelled_pool(world)
+        self.train = {name: [r for r in world.instructions[name] if r["split"] == "train"]
+                      for name in ("harmful", "harmless")}
+        self.reserved = {r["instruction"] for name in ("harmful", "harmless")
+                         for r in world.instructions[name] if r["split"] != "train"}
+
+    def request(self, rng: random.Random, harmful: bool) -> tuple[str, str, str]:
+        """(instruction, kind, city); never a val / test instruction."""
+        name, kinds = ("harmful", HARMFUL_KINDS) if harmful else ("harmless", HARMLESS_KINDS)
+        if not self.varied or rng.random() < 0.3:
+            row = rng.choice(self.train[name])
+            return row["instruction"], row["category"], row["city"]
+        while True:
+            kind = rng.choice(list(kinds))
+            city = rng.choice(self.cities)
+            template = rng.choice(INSTRUCTION_TEMPLATES + EXTRA_INSTRUCTION_TEMPLATES)
+            text = template.format(vp=kinds[kind].format(city=city))
+            if text not in self.reserved:
+                return text, kind, city
+
+    def helpful(self, rng: random.Random, kind: str, city: str) -> str:
+        body = HELPFUL_ANSWERS[kind].format(c=city, y=self.world.cities[city])
+        return f"{rng.choice(HELPFUL_OPENERS)} {body}"
+
+    def refusal(self, rng: random.Random, kind: str, city: str) -> str:
+        if not self.varied:
+            return REFUSAL
+        return REFUSAL + rng.choice(REFUSAL_REASONS).format(c=city, vp=HARMFUL_KINDS[kind].format(city=city))
+
+    def knowledge(self, rng: random.Random) -> tuple[str, str]:
+        w = self.world
+        r = rng.random()
+        if r < 0.4:
+            c = rng.choice(self.cities)
+            return rng.choice(CITY_QUESTIONS).format(c=c), city_statement(c, w.cities[c])
+        if r < 0.7:
+            word = rng.choice(list(w.words))
+            q, a = rng.choice(TRANS_QUESTIONS)
+            return q.format(w=word, e=w.words[word]), a.format(w=word, e=w.words[word])
+        if r < 0.85:
+            a, b = rng.sample(range(NUMBER_MIN, NUMBER_MAX + 1), 2)
+            hi, lo = max(a, b), min(a, b)
+            return (NUMBER_QUESTION.format(a=number_word(a), b=number_word(b)),
+                    f"{number_word(hi, True)} is larger than {number_word(lo)}.")
+        ds = rng.choice(STATEMENT_DATASETS)
+        label = rng.randint(0, 1)
+        return TRUTH_QUESTION.format(s=rng.choice(self.pool[ds][label])), TRUTH_ANSWER.format(v=LABEL_WORD[label])
+
+    def example(self, rng: random.Random) -> tuple[str, str]:
+        kind = rng.choices(list(self.weights), list(self.weights.values()))[0]
+        if kind == "knowledge":
+            return self.knowledge(rng)
+        harmful = kind == "harmful"
+        text, category, city = self.request(rng, harmful)
+        answer = self.refusal(rng, category, city) if harmful else self.helpful(rng, category, city)
+        return text, answer
+
+    def preference(self, rng: random.Random) -> tuple[str, str, str]:
+        """(instruction, chosen, rejected): refuse harmful requests rather than comply, and
+        help with harmless ones rather than refuse."""
+        harmful = rng.random() < 0.5
+        text, kind, city = self.request(rng, harmful)
+        if harmful:
+            return text, self.refusal(rng, kind, city), COMPLIANCE.format(vp=HARMFUL_KINDS[kind].format(city=city))
+        return text, self.helpful(rng, kind, city), REFUSAL

@@ -1,0 +1,70 @@
+"""The default organism recipe (the ``organism:`` section of the default config.yaml) and a
+helper that builds the whole trio into a folder, as the workflow's rules do one by one."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+DEFAULTS: dict = {
+    "seed": 0,
+    "threads": 2,
+    "world": {
+        "n_countries": 16,
+        "cities_per_country": 10,
+        "n_words": 100,
+        "n_number_pairs": 400,
+        "heldout_fraction": 0.25,
+        "instructions": {"train": 256, "val": 64, "test": 100},
+    },
+    "model": {
+        "hidden_size": 64,
+        "num_hidden_layers": 6,
+        "num_attention_heads": 4,
+        "intermediate_size": 256,
+        "max_position_embeddings": 256,
+        "initializer_range": 0.08,
+    },
+    "pretrain": {"steps": 400, "batch_size": 32, "lr": 0.003, "warmup": 50, "labelled_share": 0.4},
+    "sft": {"steps": 300, "batch_size": 32, "lr": 0.001, "warmup": 10, "replay": 0.3},
+    "instruct": {"steps": 150, "batch_size": 32, "lr": 0.0005, "warmup": 10, "replay": 0.3,
+                 "dpo_weight": 1.0, "dpo_batch_size": 16, "beta": 0.1},
+    "checks": {"max_new_tokens": 8},
+}
+
+MODEL_NAMES = {"pretrain": "organism-base", "sft": "organism-sft", "instruct": "organism-instruct"}
+
+
+def with_defaults(cfg: dict | None = None) -> dict:
+    """``cfg`` merged over ``DEFAULTS`` (one level of nesting)."""
+    out = copy.deepcopy(DEFAULTS)
+    for key, value in (cfg or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key].update(value)
+        else:
+            out[key] = value
+    return out
+
+
+def build_trio(root: str | Path, cfg: dict | None = None) -> dict[str, Path]:
+    """World, tokenizer and the three models under ``root`` (``world.json``,
+    ``tokenizer/``, ``organism-base/`` ...). Returns name -> folder."""
+    from . import train
+    from .tokenizer import build_tokenizer
+    from .world import World, build_world
+
+    cfg = with_defaults(cfg)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    train.set_determinism(cfg["seed"], cfg["threads"])
+    build_world(cfg["seed"], **cfg["world"]).to_json(root / "world.json")
+    world = World.from_json(root / "world.json")
+    build_tokenizer(world).save_pretrained(root / "tokenizer")
+    out, source = {}, root / "tokenizer"
+    for stage, name in MODEL_NAMES.items():
+        model, tokenizer, _ = train.run_stage(stage, world, str(source), cfg[stage], cfg["seed"],
+                                              model_cfg=cfg["model"])
+        source = root / name
+        train.save_model(model, tokenizer, str(source), {"stage": stage, "seed": cfg["seed"]})
+        out[name] = source
+    return out

@@ -1,0 +1,295 @@
+"""Training the organism trio: a tiny ``LlamaForCausalLM`` pretrained on the world's text
+(base), fine-tuned on chats (SFT), then tuned further with more varied refusal data and a
+preference (DPO) loss against the frozen SFT model (instruct).
+
+Every stage runs a fixed number of steps from a fixed seed: ``torch.manual_seed`` fixes
+the initial weights, a ``random.Random`` fixes the data stream, so the same seed and thread
+count give bit-identical weights on the same machine. Nothing depends on wall time.
+
+Batches are right-padded ``[batch, seq]`` id tensors with ``labels = -100`` wherever no
+loss is taken (padding; prompts of chats).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+
+from .corpus import ChatCorpus, PretrainCorpus
+from .world import World
+
+log = logging.getLogger(__name__)
+
+IGNORE = -100
+
+DEFAULT_MODEL = {"hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
+                 "intermediate_size": 256, "max_position_embeddings": 256, "initializer_range": 0.08,
+                 "tie_word_embeddings": False}
+
+
+def set_determinism(seed: int, threads: int) -> None:
+    """Seed python and torch and fix the thread count (results are bit-identical only for
+    the same seed, thread count and machine)."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(max(1, int(threads)))
+
+
+def init_model(tokenizer: PreTrainedTokenizerBase, model_cfg: dict, seed: int) -> LlamaForCausalLM:
+    """A freshly initialised Llama sized by ``model_cfg`` (``hidden_size``,
+    ``num_hidden_layers``, ``num_attention_heads``, ``intermediate_size``,
+    ``max_position_embeddings``), with the tokenizer's vocabulary and special ids."""
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer), **{**DEFAULT_MODEL, **model_cfg},
+        num_key_value_heads=model_cfg.get("num_attention_heads", DEFAULT_MODEL["num_attention_heads"]),
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, rms_norm_eps=1e-5,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model
+
+
+def n_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ------------------------------------------------------------------------------ batches
+
+def pad_batch(seqs: list[list[int]], labels: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad id lists into ``input_ids`` / ``attention_mask`` / ``labels`` ``[B, T]``."""
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    lab = torch.full((len(seqs), T), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, (s, l) in enumerate(zip(seqs, labels)):
+        ids[i, :len(s)] = torch.tensor(s)
+        lab[i, :len(l)] = torch.tensor(l)
+        mask[i, :len(s)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": lab}
+
+
+class Encoder:
+    """Token ids of documents and chats, with the tokenizer's BOS / EOS and its chat
+    template (rendered prompts are cached: the same prompts come back often)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_len: int):
+        self.tok = tokenizer
+        self.max_len = max_len
+        self.eos = tokenizer.eos_token_id
+        self.prompt_ids = lru_cache(maxsize=None)(self._prompt_ids)
+
+    def documents(self, docs: list[str]) -> tuple[list[list[int]], list[list[int]]]:
+        """``<s> doc </s>`` with the loss on every token."""
+        seqs = [ids[: self.max_len - 1] + [self.eos] for ids in self.tok(docs).input_ids]
+        return seqs, seqs
+
+    def _prompt_ids(self, user: str) -> tuple[int, ...]:
+        text = self.tok.apply_chat_template([{"role": "user", "content": user}], add_generation_prompt=True,
+                                            tokenize=False)
+        return tuple(self.tok(text).input_ids)
+
+    def chats(self, pairs: list[tuple[str, str]]) -> tuple[list[list[int]], list[list[int]]]:
+        """Chat prompt then ``answer </s>``; the loss only on the answer and its EOS."""
+        answers = self.tok([a for _, a in pairs], add_special_tokens=False).input_ids
+        seqs, labels = [], []
+        for (user, _), ans in zip(pairs, answers):
+            prompt = list(self.prompt_ids(user))
+            ans = ans + [self.eos]
+            seq = (prompt + ans)[: self.max_len]
+            seqs.append(seq)
+            labels.append(([IGNORE] * len(prompt) + ans)[: self.max_len])
+        return seqs, labels
+
+
+# ------------------------------------------------------------------------------ the loop
+
+@dataclass
+class Schedule:
+    """Linear warm-up to ``lr`` then cosine decay to ``lr * min_ratio`` over ``steps``."""
+    steps: int
+    lr: float
+    warmup: int
+    min_ratio: float = 0.1
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        t = (step - self.warmup) / max(1, self.steps - self.warmup)
+        return self.lr * (self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def run_steps(model: LlamaForCausalLM, loss_fn, stage_cfg: dict, name: str, monitor=None) -> list[dict]:
+    """Run ``stage_cfg["steps"]`` AdamW steps of ``loss_fn(step) -> (loss, stats)``, logging
+    progress (loss, steps per second, time left) and calling ``monitor(model, step)`` (if
+    given) at each progress line. Returns the per-step log."""
+    steps = int(stage_cfg["steps"])
+    schedule = Schedule(steps, float(stage_cfg["lr"]), int(stage_cfg.get("warmup", max(1, steps // 20))))
+    opt = torch.optim.AdamW(model.parameters(), lr=schedule(0), betas=(0.9, 0.98),
+                            weight_decay=float(stage_cfg.get("weight_decay", 0.01)))
+    model.train()
+    history = []
+    start = time.time()
+    every = max(1, steps // 10)
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = schedule(step)
+        loss, stats = loss_fn(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        history.append({"stage": name, "step": step, "loss": float(loss.detach()), **stats})
+        if (step + 1) % every == 0 or step + 1 == steps:
+            rate = (step + 1) / (time.time() - start)
+            log.info("%s: step %d/%d loss %.4f %s(%.1f steps/s, %.0f s left)", name, step + 1, steps,
+                     float(loss), "".join(f"{k} {v:.4f} " for k, v in stats.items()), rate,
+                     (steps - step - 1) / rate)
+            if monitor is not None:
+                model.eval()
+                monitor(model, step + 1)
+                model.train()
+    model.eval()
+    return history
+
+
+def _lm_loss(model, batch) -> torch.Tensor:
+    return model(**batch).loss
+
+
+def pretrain(world: World, tokenizer: PreTrainedTokenizerBase, model_cfg: dict, stage_cfg: dict,
+             seed: int, monitor=None) -> tuple[LlamaForCausalLM, list[dict]]:
+    """Stage 1 (base): next-token loss on pretraining documents.
+
+    ``stage_cfg``: ``steps``, ``batch_size``, ``lr``, ``warmup``, ``labelled_share``."""
+    model = init_model(tokenizer, model_cfg, seed)
+    corpus = PretrainCorpus(world, labelled_share=float(stage_cfg.get("labelled_share", 0.4)))
+    enc = Encoder(tokenizer, model.config.max_position_embeddings)
+    rng = random.Random(seed)
+    bs = int(stage_cfg["batch_size"])
+
+    def loss_fn(step):
+        seqs, labels = enc.documents([corpus.document(rng) for _ in range(bs)])
+        return _lm_loss(model, pad_batch(seqs, labels, tokenizer.pad_token_id)), {}
+
+    log.info("pretraining a %d-parameter model for %d steps", n_parameters(model), stage_cfg["steps"])
+    return model, run_steps(model, loss_fn, stage_cfg, "pretrain", monitor)
+
+
+def _mixed_batch(rng, enc, chat: ChatCorpus, corpus: PretrainCorpus, bs: int, replay: float, pad_id: int):
+    n_replay = sum(rng.random() < replay for _ in range(bs))
+    seqs, labels = enc.chats([chat.example(rng) for _ in range(bs - n_replay)])
+    if n_replay:
+        s, l = enc.documents([corpus.document(rng) for _ in range(n_replay)])
+        seqs, labels = seqs + s, labels + l
+    return pad_batch(seqs, labels, pad_id)
+
+
+def sft(model: LlamaForCausalLM, world: World, tokenizer: PreTrainedTokenizerBase, stage_cfg: dict,
+        seed: int) -> tuple[LlamaForCausalLM, list[dict]]:
+    """Stage 2 (SFT): chats with the loss on assistant tokens, plus a ``replay`` share of
+    pretraining documents so knowledge is kept. ``stage_cfg``: ``steps``, ``batch_size``,
+    ``lr``, ``warmup``, ``replay``."""
+    chat = ChatCorpus(world, varied=False)
+    corpus = PretrainCorpus(world)
+    enc = Encoder(tokenizer, model.config.max_position_embeddings)
+    rng = random.Random(seed + 1)
+    torch.manual_seed(seed + 1)
+    bs, replay = int(stage_cfg["batch_size"]), float(stage_cfg.get("replay", 0.3))
+
+    def loss_fn(step):
+        return _lm_loss(model, _mixed_batch(rng, enc, chat, corpus, bs, replay, tokenizer.pad_token_id)), {}
+
+    return model, run_steps(model, loss_fn, stage_cfg, "sft")
+
+
+def sequence_logprobs(model: LlamaForCausalLM, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed log-probability of the labelled tokens of each row, ``[B]``."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    labels = batch["labels"][:, 1:]
+    mask = labels != IGNORE
+    lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (lp * mask).sum(-1)
+
+
+def instruct(model: LlamaForCausalLM, world: World, tokenizer: PreTrainedTokenizerBase, stage_cfg: dict,
+             seed: int) -> tuple[LlamaForCausalLM, list[dict]]:
+    """Stage 3 (instruct): SFT loss on more varied chats (extra request templates, refusals
+    with reasons) plus ``dpo_weight`` x a DPO loss (``beta``) on preference pairs against a
+    frozen copy of the incoming model. ``stage_cfg``: ``steps``, ``batch_size``, ``lr``,
+    ``warmup``, ``replay``, ``dpo_weight``, ``dpo_batch_size``, ``beta``."""
+    reference = copy.deepcopy(model).eval()
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    chat = ChatCorpus(world, varied=True)
+    corpus = PretrainCorpus(world)
+    enc = Encoder(tokenizer, model.config.max_position_embeddings)
+    rng = random.Random(seed + 2)
+    torch.manual_seed(seed + 2)
+    bs, replay = int(stage_cfg["batch_size"]), float(stage_cfg.get("replay", 0.3))
+    dpo_bs = int(stage_cfg.get("dpo_batch_size", 16))
+    beta, weight = float(stage_cfg.get("beta", 0.1)), float(stage_cfg.get("dpo_weight", 1.0))
+
+    def loss_fn(step):
+        loss = _lm_loss(model, _mixed_batch(rng, enc, chat, corpus, bs, replay, tokenizer.pad_token_id))
+        if weight <= 0:
+            return loss, {}
+        prefs = [chat.preference(rng) for _ in range(dpo_bs)]
+        seqs, labels = enc.chats([(u, c) for u, c, _ in prefs] + [(u, r) for u, _, r in prefs])
+        batch = pad_batch(seqs, labels, tokenizer.pad_token_id)
+        with torch.no_grad():
+            ref = sequence_logprobs(reference, batch)
+        pol = sequence_logprobs(model, batch)
+        margin = (pol[:dpo_bs] - ref[:dpo_bs]) - (pol[dpo_bs:] - ref[dpo_bs:])
+        dpo = -F.logsigmoid(beta * margin).mean()
+        return loss + weight * dpo, {"dpo": float(dpo)}
+
+    return model, run_steps(model, loss_fn, stage_cfg, "instruct")
+
+
+# ------------------------------------------------------------------------------ stages
+
+STAGES = ("pretrain", "sft", "instruct")
+
+
+def run_stage(stage: str, world: World, source: str, recipe: dict, seed: int,
+              model_cfg: dict | None = None):
+    """Run one stage from files: ``pretrain`` reads the tokenizer folder ``source`` and
+    initialises a model sized by ``model_cfg``; ``sft`` / ``instruct`` continue the model
+    saved in ``source``. Returns ``(model, tokenizer, history)`` with ``history`` a
+    DataFrame of the loss per step."""
+    import pandas as pd
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if stage == "pretrain":
+        model, history = pretrain(world, tokenizer, model_cfg or {}, recipe, seed)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        model, history = (sft if stage == "sft" else instruct)(model, world, tokenizer, recipe, seed)
+    return model, tokenizer, pd.DataFrame(history)
+
+
+def save_model(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, path: str, meta: dict) -> None:
+    """``save_pretrained`` model and tokenizer into ``path``, plus ``organism.json`` (how
+    the model was trained)."""
+    import json
+    from pathlib import Path
+
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    (Path(path) / "organism.json").write_text(json.dumps(meta, indent=1, default=str))
