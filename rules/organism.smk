@@ -63,6 +63,7 @@ rule organism_base:
         model=ORGANISM["model"],
         recipe=ORGANISM["pretrain"],
     threads: ORGANISM["threads"]
+    priority: 50  # the trio is the critical path: train before analysing
     log:
         "logs/organism_base/organism-base.log",
     benchmark:
@@ -85,6 +86,7 @@ rule organism_sft:
         threads=ORGANISM["threads"],
         recipe=ORGANISM["sft"],
     threads: ORGANISM["threads"]
+    priority: 50  # the trio is the critical path: train before analysing
     log:
         "logs/organism_sft/organism-sft.log",
     benchmark:
@@ -107,6 +109,7 @@ rule organism_instruct:
         threads=ORGANISM["threads"],
         recipe=ORGANISM["instruct"],
     threads: ORGANISM["threads"]
+    priority: 50  # the trio is the critical path: train before analysing
     log:
         "logs/organism_instruct/organism-instruct.log",
     benchmark:

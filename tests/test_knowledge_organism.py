@@ -17,6 +17,8 @@ from ptmech import patching
 from ptmech.adapter import load_model
 from ptmech.statement_pairs import build_pairs, skeletons_for
 
+pytestmark = pytest.mark.organism  # needs the default run's trained organism (see pyproject)
+
 N_PAIRS = 24
 
 

@@ -110,7 +110,7 @@ def extract(
             **(attrs or {}),
         }
         for key, value in meta.items():
-            f.attrs[key] = _attr(value)
+            f.attrs[key] = attr_value(value)
 
         progress = Progress(n, log, what="prompts")
         with torch.inference_mode():
@@ -129,7 +129,7 @@ def extract(
         f.attrs["seconds"] = progress.elapsed
 
 
-def _attr(value):
+def attr_value(value):
     """HDF5 attributes hold numbers, strings and numeric arrays; anything else is
     stored as JSON text."""
     if isinstance(value, str):

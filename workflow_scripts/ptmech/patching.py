@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from .adapter import LAYER_CONVENTION, ModelAdapter, block_output
-from .cache import _attr
+from .cache import attr_value
 from .fewshot import ANSWERS, answer_token_ids
 from .forward import last_logits
 from .io import atomic_path
@@ -382,7 +382,7 @@ def write_sources(adapter: ModelAdapter, pairs: Sequence[dict], path: str | os.P
             "complete": True,
         }
         for key, value in meta.items():
-            f.attrs[key] = _attr(value)
+            f.attrs[key] = attr_value(value)
 
 
 class Sources:
@@ -439,7 +439,7 @@ def write_patching(path: str | os.PathLike, ld: np.ndarray, arrays: dict[str, np
         meta = {"format": PATCHING_FORMAT, "layer_axis": BLOCK_AXIS, "layer_convention": LAYER_CONVENTION,
                 "ld_axes": "pair, position (-T..-1, earliest first), block", **attrs, "complete": True}
         for key, value in meta.items():
-            f.attrs[key] = _attr(value)
+            f.attrs[key] = attr_value(value)
 
 
 def read_patching(path: str | os.PathLike) -> dict:
