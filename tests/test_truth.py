@@ -195,6 +195,11 @@ def test_steering_scores_follow_the_paper_formula():
     assert s.loc["average", "score"] == pytest.approx((0.9 / 1.7 + 0.4 / 1.6) / 2)
     # one of two correct true statements and one of two correct false ones flipped
     assert s.loc["true_to_false", "flip_rate"] == 0.5 and s.loc["false_to_true", "flip_rate"] == 0.5
+    assert s.loc["average", "flip_rate"] == 0.5 and s.loc["average", "n_flipped"] == 2
+    # the average flip rate pools the statements: with no true statement answered right, it is
+    # the false statements' rate
+    one_sided = steering_scores(labels, np.array([-0.8, -0.6, -0.5, -0.7]), steered).set_index("subset")
+    assert np.isnan(one_sided.loc["true_to_false", "flip_rate"]) and one_sided.loc["average", "flip_rate"] == 0.5
     # no change: score 0; pushed all the way: score 1
     assert steering_scores(labels, base, base).set_index("subset").loc["average", "score"] == 0
     full = steering_scores(labels, base, np.array([-1, -1, 1, 1.0])).set_index("subset")

@@ -362,23 +362,30 @@ def choose_layers(
 
 def truth_pca(acts: Mapping[str, np.ndarray], directions: Mapping[str, np.ndarray],
               n_components: int = 2) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """The PCA of Figure 1(b): principal axes of all models' centred activations together
-    (``acts``: model -> [N, d]), and each model's truth direction in that plane.
+    """The PCA of Figure 1(b): principal axes of all models' activations together
+    (``acts``: model -> [N, d]), each centred and divided by its RMS so that no model's
+    scale dominates the axes, and each model's truth direction in that plane.
 
     Returns (``components`` [n_components, d], ``points``: model -> [N, n_components],
     ``arrows`` [M, n_components]: each unit direction projected on the axes, in the order
-    of ``directions``, ``explained`` [n_components] variance ratios)."""
-    x = np.concatenate([centre(a) for a in acts.values()])
-    x = x - x.mean(0, keepdims=True)
+    of ``directions`` (its length is the share of the direction in the plane),
+    ``explained`` [n_components] variance ratios)."""
+    scaled = {m: _unit_rms(centre(a)) for m, a in acts.items()}
+    x = np.concatenate(list(scaled.values()))
     _, s, vt = np.linalg.svd(x, full_matrices=False)
     comps = vt[:n_components]
     # a deterministic sign: the largest-magnitude loading of each axis is positive
     signs = np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(1)])
     comps = comps * signs[:, None]
     explained = (s[:n_components] ** 2) / (s ** 2).sum()
-    points = {m: centre(a) @ comps.T for m, a in acts.items()}
+    points = {m: a @ comps.T for m, a in scaled.items()}
     arrows = np.stack([comps @ (v / np.linalg.norm(v)) for v in directions.values()])
     return comps, points, arrows, explained
+
+
+def _unit_rms(x: np.ndarray) -> np.ndarray:
+    rms = float(np.sqrt((x ** 2).sum(1).mean()))
+    return x / rms if rms > 0 else x
 
 
 # ------------------------------------------------------------- reading the cache

@@ -102,7 +102,9 @@ def pca(table: pd.DataFrame, title: str, explained=None, cos: float | None = Non
         for _, a in arrows.iterrows():
             ax.annotate("", xy=(a["pc1"] * reach, a["pc2"] * reach), xytext=(0, 0),
                         arrowprops=dict(arrowstyle="-|>", color=colours[a["model"]], lw=2))
-            ax.text(a["pc1"] * reach, a["pc2"] * reach, f" {a['model']}", color=colours[a["model"]], fontsize=8)
+            share = float(np.hypot(a["pc1"], a["pc2"]))
+            ax.text(a["pc1"] * reach, a["pc2"] * reach, f" {a['model']} ({share:.0%} in plane)",
+                    color=colours[a["model"]], fontsize=8)
         ax.set_title(f"statements of {m}", fontsize=10)
         if explained is not None:
             ax.set_xlabel(f"PC1 ({explained[0]:.0%})")

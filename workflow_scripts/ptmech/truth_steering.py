@@ -166,9 +166,10 @@ def steering_scores(labels: Sequence[int], p_diff_base: np.ndarray, p_diff_steer
 
     1.0 means the mean P_diff was pushed all the way to -1 / +1. ``flip_rate``: among the
     statements the model answered as labelled at baseline (P_diff's sign matches the
-    label), the fraction whose sign the steering reversed.
+    label), the fraction whose sign the steering reversed (``average``: pooled over both).
 
-    Returns rows ``subset, p_diff_base, p_diff_steered, score, flip_rate, n, n_flippable``."""
+    Returns rows ``subset, p_diff_base, p_diff_steered, score, flip_rate, n, n_flippable,
+    n_flipped``."""
     y = np.asarray(labels)
     base, steered = np.asarray(p_diff_base), np.asarray(p_diff_steered)
     rows = []
@@ -177,7 +178,7 @@ def steering_scores(labels: Sequence[int], p_diff_base: np.ndarray, p_diff_steer
         b, s = base[m], steered[m]
         if not m.any():
             rows.append({"subset": subset, "p_diff_base": np.nan, "p_diff_steered": np.nan, "score": np.nan,
-                         "flip_rate": np.nan, "n": 0, "n_flippable": 0})
+                         "flip_rate": np.nan, "n": 0, "n_flippable": 0, "n_flipped": 0})
             continue
         gap = target - b.mean()
         correct = np.sign(b) == -np.sign(target)
@@ -185,8 +186,9 @@ def steering_scores(labels: Sequence[int], p_diff_base: np.ndarray, p_diff_steer
         rows.append({"subset": subset, "p_diff_base": b.mean(), "p_diff_steered": s.mean(),
                      "score": (s.mean() - b.mean()) / gap if gap != 0 else np.nan,
                      "flip_rate": flipped.sum() / correct.sum() if correct.any() else np.nan,
-                     "n": int(m.sum()), "n_flippable": int(correct.sum())})
+                     "n": int(m.sum()), "n_flippable": int(correct.sum()), "n_flipped": int(flipped.sum())})
+    flippable, flips = sum(r["n_flippable"] for r in rows), sum(r["n_flipped"] for r in rows)
     avg = {"subset": "average", "p_diff_base": np.nan, "p_diff_steered": np.nan,
-           "score": np.mean([r["score"] for r in rows]), "flip_rate": np.mean([r["flip_rate"] for r in rows]),
-           "n": sum(r["n"] for r in rows), "n_flippable": sum(r["n_flippable"] for r in rows)}
+           "score": np.mean([r["score"] for r in rows]), "flip_rate": flips / flippable if flippable else np.nan,
+           "n": sum(r["n"] for r in rows), "n_flippable": flippable, "n_flipped": flips}
     return pd.DataFrame(rows + [avg])
