@@ -18,5 +18,7 @@ rule extract:
         "logs/extract/{model}/{prompt_set}/{dataset}.log",
     benchmark:
         "results/benchmarks/extract/{model}/{prompt_set}/{dataset}.tsv"
+    conda:
+        "../envs/ptmech.yaml"
     script:
         "../workflow_scripts/extract.py"

@@ -8,5 +8,7 @@ rule dataset:
         spec=dataset_spec,
     log:
         "logs/dataset/{dataset}.log",
+    conda:
+        "../envs/ptmech.yaml"
     script:
         "../workflow_scripts/dataset.py"

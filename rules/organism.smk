@@ -7,29 +7,10 @@
 # results/organism/training/{model}.tsv (loss per step), results/organism/checks/{model}.tsv,
 # results/tables/organism_checks.tsv.
 
-from ptmech.organism import recipe as organism_recipe
-
-# The organism's recipe: the config's `organism:` section over the library's defaults.
-ORGANISM = organism_recipe.with_defaults(config.get("organism"))
-ORGANISM_MODELS = ["organism-base", "organism-sft", "organism-instruct"]
-ORGANISM_DATASETS = ["cities", "neg_cities", "larger_than", "smaller_than", "trans", "neg_trans",
-                     "harmful", "harmless"]
-
+include: "functions/organism.smk"
 
 wildcard_constraints:
     organism="|".join(ORGANISM_MODELS),
-
-
-def organism_outputs():
-    """The organism's final output, built only when the config uses an organism model or
-    dataset (a config of real models trains nothing)."""
-    uses_models = any(m.get("path", "").rstrip("/") in {f"results/models/{o}" for o in ORGANISM_MODELS}
-                      for m in config["models"].values())
-    uses_data = any("organism" in spec for spec in config.get("datasets", {}).values())
-    return ["results/tables/organism_checks.tsv"] if uses_models or uses_data else []
-
-
-STAGE_OUTPUTS.append(organism_outputs)
 
 
 rule organism_world:
@@ -44,6 +25,8 @@ rule organism_world:
         world=ORGANISM["world"],
     log:
         "logs/organism_world/organism_world.log",
+    conda:
+        "../envs/ptmech.yaml"
     script:
         "../workflow_scripts/organism_world.py"
 
@@ -68,6 +51,8 @@ rule organism_base:
         "logs/organism_base/organism-base.log",
     benchmark:
         "results/benchmarks/organism_base.tsv"
+    conda:
+        "../envs/ptmech.yaml"
     script:
         "../workflow_scripts/organism_train.py"
 
@@ -91,6 +76,8 @@ rule organism_sft:
         "logs/organism_sft/organism-sft.log",
     benchmark:
         "results/benchmarks/organism_sft.tsv"
+    conda:
+        "../envs/ptmech.yaml"
     script:
         "../workflow_scripts/organism_train.py"
 
@@ -114,6 +101,8 @@ rule organism_instruct:
         "logs/organism_instruct/organism-instruct.log",
     benchmark:
         "results/benchmarks/organism_instruct.tsv"
+    conda:
+        "../envs/ptmech.yaml"
     script:
         "../workflow_scripts/organism_train.py"
 
@@ -134,6 +123,8 @@ rule organism_check:
     threads: ORGANISM["threads"]
     log:
         "logs/organism_check/{organism}.log",
+    conda:
+        "../envs/ptmech.yaml"
     script:
         "../workflow_scripts/organism_check.py"
 
@@ -146,5 +137,7 @@ rule organism_checks_table:
         tsv="results/tables/organism_checks.tsv",
     log:
         "logs/organism_checks_table/organism_checks_table.log",
+    conda:
+        "../envs/ptmech.yaml"
     script:
         "../workflow_scripts/organism_checks_table.py"

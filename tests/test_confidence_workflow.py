@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import save_tiny_model
-from workflow import copy_workflow, planned_jobs, snakemake
+from workflow import assert_report_holds_every_figure, copy_workflow, planned_jobs, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -112,3 +112,8 @@ def test_adding_a_model_runs_only_its_jobs_and_aggregates(run):
     per_model = [out for rule, out in jobs if rule in ("confidence_neurons", "confidence_ablation", "confidence_scatter")]
     assert sorted(per_model) == ["results/confidence/c/ablation.tsv", "results/confidence/c/neurons.tsv",
                                  "results/figures/confidence/scatter/c.png"]
+
+
+def test_report_holds_every_figure_with_its_caption(run):
+    wd, config = run
+    assert_report_holds_every_figure(wd, config)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import save_tiny_model
-from workflow import copy_workflow, planned_jobs, snakemake
+from workflow import assert_report_holds_every_figure, copy_workflow, planned_jobs, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -92,3 +92,8 @@ def test_unknown_dataset_is_a_clear_error(knowledge_workflow):
     proc = snakemake(wd, "--dry-run", config=cfg, check=False)
     assert proc.returncode != 0
     assert "knowledge.datasets: dataset 'towns' is not defined under datasets" in proc.stdout + proc.stderr
+
+
+def test_report_holds_every_figure_with_its_caption(knowledge_workflow):
+    wd, config = knowledge_workflow
+    assert_report_holds_every_figure(wd, config, tuple(TARGETS))

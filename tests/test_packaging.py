@@ -1,5 +1,5 @@
 """The project's promises about itself: the conda environment lists what pyproject does,
-and CI runs exactly the README's test command."""
+CI runs exactly the README's test command, and Snakemake's linter has nothing to say."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import tomllib
 import yaml
 from packaging.requirements import Requirement
 
-from workflow import REPO
+from workflow import REPO, copy_workflow, snakemake
 
 
 def _requirements(lines):
@@ -33,3 +33,11 @@ def test_readme_starts_with_the_two_commands_and_ci_runs_the_second():
     assert "pytest" in test
     ci = (REPO / ".ci" / "run").read_text().splitlines()
     assert test in ci, f"{test!r} is not a line of .ci/run"
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    """``snakemake --lint`` exits non-zero on any lint (a rule without a conda env, a
+    function mixed in with rules, path arithmetic ...)."""
+    wf = copy_workflow(tmp_path / "wf")
+    proc = snakemake(wf, "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -79,3 +80,25 @@ def planned_jobs(workdir: Path, *targets: str, config: dict | None = None) -> li
     if not jobs and "Nothing to be done" not in text:
         raise AssertionError(f"could not read the dry run's job list:\n{text[-4000:]}")
     return sorted(jobs)
+
+
+def report_figures(workdir: Path, config: dict | None = None, targets: tuple[str, ...] = ()) -> dict[str, str]:
+    """Build Snakemake's self-contained HTML report of a finished run in ``workdir`` (of
+    ``targets``, default: everything) and read back what it holds: figure path -> its
+    rendered caption (HTML)."""
+    snakemake(workdir, "--report", "report.html", *targets, config=config)
+    html = (workdir / "report.html").read_text()
+    m = re.search(r"var results = (\{.*?\});\s*\n", html, re.S)
+    if not m:
+        raise AssertionError("no results in the report (has Snakemake's report format changed?)")
+    return {path: entry["caption"] for path, entry in json.loads(m.group(1)).items()}
+
+
+def assert_report_holds_every_figure(workdir: Path, config: dict | None = None,
+                                     targets: tuple[str, ...] = ()) -> None:
+    """Every figure the run made is in the report, with a caption whose template rendered."""
+    figures = report_figures(workdir, config, targets)
+    made = {str(p.relative_to(workdir)) for p in (workdir / "results" / "figures").rglob("*.png")}
+    assert made and set(figures) == made, (sorted(made - set(figures)), sorted(set(figures) - made))
+    for path, caption in figures.items():
+        assert len(caption) > 100 and "{{" not in caption and "snakemake." not in caption, (path, caption)
