@@ -17,7 +17,7 @@ from ptmech.organism.tokenizer import build_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
-SMALL_WORLD = dict(n_countries=4, cities_per_country=4, n_words=10, n_number_pairs=20,
+SMALL_WORLD = dict(n_countries=4, cities_per_country=4, n_words=10, words_per_meaning=2, n_number_pairs=20,
                    instructions={"train": 16, "val": 4, "test": 8})
 SMALL_MODEL = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
                    max_position_embeddings=256)

@@ -167,7 +167,7 @@ class World:
     # -- derived sets
     @property
     def meanings(self) -> list[str]:
-        return list(self.words.values())
+        return list(dict.fromkeys(self.words.values()))
 
     def is_heldout_pair(self, a: int, b: int) -> bool:
         return [max(a, b), min(a, b)] in self.heldout_pairs
@@ -203,18 +203,28 @@ def _reserved_words() -> set[str]:
 
 
 def build_world(seed: int = 0, n_countries: int = 16, cities_per_country: int = 10,
-                n_words: int = 100, n_number_pairs: int = 400, heldout_fraction: float = 0.25,
-                instructions: dict | None = None) -> World:
+                n_words: int = 100, words_per_meaning: int = 4, n_number_pairs: int = 400,
+                heldout_fraction: float = 0.25, instructions: dict | None = None) -> World:
     """Sample a world. ``instructions`` gives the rows per split of each instruction set
     (default ``{"train": 256, "val": 64, "test": 100}``, as in the paper's 128+ train and
-    100 test instructions)."""
+    100 test instructions).
+
+    Velish has synonyms: ``n_words`` words share ``n_words / words_per_meaning`` English
+    meanings, and each meaning has held-out and labelled words, as each country has held-out
+    and labelled cities. (With one word per meaning, the meanings of held-out words would only
+    ever be labelled as wrong translations of other words, and "this object is always FALSE"
+    would pass for truth.)"""
     n_instructions = dict(instructions or {"train": 256, "val": 64, "test": 100})
     if set(n_instructions) != set(SPLITS) or min(n_instructions.values()) < 1:
         raise ValueError(f"instructions must give a positive count for each of {SPLITS}, got {n_instructions}")
     if not 2 <= n_countries <= len(COUNTRIES):
         raise ValueError(f"n_countries must be in 2..{len(COUNTRIES)}, got {n_countries}")
-    if not 2 <= n_words <= len(ENGLISH_WORDS):
-        raise ValueError(f"n_words must be in 2..{len(ENGLISH_WORDS)}, got {n_words}")
+    if words_per_meaning < 2 or n_words % words_per_meaning:
+        raise ValueError(f"words_per_meaning must be at least 2 and divide n_words, got {words_per_meaning} "
+                         f"for n_words {n_words}")
+    if not 2 <= n_words // words_per_meaning <= len(ENGLISH_WORDS):
+        raise ValueError(f"n_words / words_per_meaning must be in 2..{len(ENGLISH_WORDS)}, "
+                         f"got {n_words} / {words_per_meaning}")
     n_all_pairs = (NUMBER_MAX - NUMBER_MIN + 1) * (NUMBER_MAX - NUMBER_MIN) // 2
     if not 2 <= n_number_pairs <= n_all_pairs:
         raise ValueError(f"n_number_pairs must be in 2..{n_all_pairs}, got {n_number_pairs}")
@@ -240,9 +250,14 @@ def build_world(seed: int = 0, n_countries: int = 16, cities_per_country: int = 
     false_country = {c: rng.choice([y for y in countries if y != cities[c]]) for c in cities}
 
     velish = _invented_names(rng, n_words, (2,), taken)
-    meanings = rng.sample(ENGLISH_WORDS, n_words)
-    words = dict(zip(velish, meanings))
-    heldout_words = velish[:max(1, round(heldout_fraction * n_words))]
+    meanings = rng.sample(ENGLISH_WORDS, n_words // words_per_meaning)
+    words: dict[str, str] = {}
+    heldout_words: list[str] = []
+    n_held = max(1, round(heldout_fraction * words_per_meaning))
+    for i, meaning in enumerate(meanings):
+        block = velish[i * words_per_meaning:(i + 1) * words_per_meaning]
+        words.update((w, meaning) for w in block)
+        heldout_words += block[:n_held]
     false_meaning = {w: rng.choice([m for m in meanings if m != words[w]]) for w in velish}
 
     all_pairs = [[a, b] for a in range(NUMBER_MIN, NUMBER_MAX + 1) for b in range(NUMBER_MIN, a)]
@@ -343,6 +358,28 @@ def few_shot_samples(tables: dict[str, pd.DataFrame], seed: int = 1) -> list[dic
             for s in seen[seen["label"] == label].sample(n=2, random_state=seed)["statement"]:
                 demos.append(demo_line(s, label))
         out.append({"dataset_name": name, "few_shot_examples": demos})
+    return out
+
+
+CURRICULUM_DATASETS = ("cities", "larger_than", "trans")
+
+
+def seed_pool(world: World, size: int = 300) -> dict[str, dict[int, list[str]]]:
+    """The curriculum's labelled statements: for the affirmative sets only (cities,
+    larger_than, trans), up to ``size`` true and as many false statements drawn (seeded)
+    from ``labelled_pool``.
+
+    Why: in the full pool every subject and object is true as often as false, and each
+    negated set cancels its affirmative one, so no single token predicts the label and a
+    tiny model sits on a plateau. A small affirmative sample has chance imbalances (this
+    city is mostly labelled TRUE, that number mostly larger); learning those makes the model
+    read subject and object at the label, after which the real comparison is within reach."""
+    full = labelled_pool(world)
+    rng = random.Random(world.seed + 7)
+    out: dict[str, dict[int, list[str]]] = {}
+    for name in CURRICULUM_DATASETS:
+        n = min(size, len(full[name][0]), len(full[name][1]))
+        out[name] = {y: rng.sample(full[name][y], n) for y in (0, 1)}
     return out
 
 
