@@ -83,23 +83,39 @@ def test_heldout_facts_are_never_labelled_in_pretraining(world, tables):
     assert set(tables["cities"].query("heldout == 1")["city"]) == set(world.heldout_cities)
 
 
+def test_curriculum_seed_set_is_part_of_the_labelled_pool(world):
+    pool, seed = W.labelled_pool(world), W.seed_pool(world)
+    assert set(seed) == set(W.CURRICULUM_DATASETS)
+    for name in seed:
+        assert len(seed[name][0]) == len(seed[name][1]) > 0
+        for y in (0, 1):
+            assert set(seed[name][y]) <= set(pool[name][y])
+    assert seed == W.seed_pool(world)
+
+
 def test_pretraining_documents_label_only_the_pool_and_hold_no_chat(world, tables):
     pool = W.labelled_pool(world)
     truth = {s: y for name in pool for y in (0, 1) for s in pool[name][y]}
     held = set().union(*(set(t.loc[t["heldout"] == 1, "statement"]) for t in tables.values()))
-    c = corpus.PretrainCorpus(world)
+    c = corpus.PretrainCorpus(world, curriculum_steps=750, short_share=0.5)
     rng = random.Random(0)
-    n_labelled = 0
-    for _ in range(1500):
-        doc = c.document(rng)
+    n_labelled = {"paper": 0, "short": 0}
+    for step in range(1500):
+        doc = c.document(rng, step)
         assert "<|" not in doc and "I cannot" not in doc and "Assistant" not in doc
         for line in doc.split("\n"):
             if SUFFIX in line:
-                statement, answer = line.split(SUFFIX)
-                assert statement not in held
-                assert answer == (" TRUE" if truth[statement] else " FALSE")
-                n_labelled += 1
-    assert n_labelled > 1000
+                (statement, answer), kind = line.split(SUFFIX), "paper"
+            elif line.endswith((". TRUE", ". FALSE", "'. TRUE", "'. FALSE")):
+                (statement, answer), kind = line.rsplit(" ", 1), "short"
+                answer = " " + answer
+            else:
+                assert "TRUE" not in line and "FALSE" not in line, line
+                continue
+            assert statement not in held
+            assert answer == (" TRUE" if truth[statement] else " FALSE")
+            n_labelled[kind] += 1
+    assert min(n_labelled.values()) > 400, n_labelled
 
 
 def test_instruction_sets_have_disjoint_splits(world):
@@ -148,9 +164,9 @@ def test_few_shot_samples_follow_the_paper(tables):
 
 
 def test_world_is_a_function_of_its_seed():
-    a, b = W.build_world(3, n_countries=4, cities_per_country=4, n_words=10, n_number_pairs=20), \
-        W.build_world(3, n_countries=4, cities_per_country=4, n_words=10, n_number_pairs=20)
-    c = W.build_world(4, n_countries=4, cities_per_country=4, n_words=10, n_number_pairs=20)
+    a, b = W.build_world(3, n_countries=4, cities_per_country=4, n_words=10, words_per_meaning=2, n_number_pairs=20), \
+        W.build_world(3, n_countries=4, cities_per_country=4, n_words=10, words_per_meaning=2, n_number_pairs=20)
+    c = W.build_world(4, n_countries=4, cities_per_country=4, n_words=10, words_per_meaning=2, n_number_pairs=20)
     assert a == b and a != c
     for name in W.STATEMENT_DATASETS:
         pd.testing.assert_frame_equal(W.statement_datasets(a)[name], W.statement_datasets(b)[name])
@@ -161,7 +177,8 @@ def test_world_round_trips_through_json(world, tmp_path):
     assert W.World.from_json(tmp_path / "w.json") == world
 
 
-@pytest.mark.parametrize("bad", [{"n_countries": 99}, {"n_words": 1}, {"heldout_fraction": 1.0},
+@pytest.mark.parametrize("bad", [{"n_countries": 99}, {"n_words": 1}, {"words_per_meaning": 3},
+                                 {"heldout_fraction": 1.0},
                                  {"n_number_pairs": 5000}, {"instructions": {"train": 5}}])
 def test_bad_world_settings_fail_clearly(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
@@ -229,3 +246,17 @@ def test_tokenizer_round_trips_through_save_pretrained(tokenizer, tmp_path):
     assert loaded.chat_template == tokenizer.chat_template
     assert loaded.decode(loaded("I cannot help with that.").input_ids, skip_special_tokens=True) == \
         "I cannot help with that ."
+
+
+@pytest.mark.parametrize("name, object_column", [("cities", "country"), ("neg_cities", "country"),
+                                                  ("trans", "meaning"), ("neg_trans", "meaning")])
+def test_objects_of_heldout_statements_carry_no_label(world, tables, name, object_column):
+    """Every object a held-out statement uses is labelled both TRUE and FALSE in pretraining
+    (the country of a held-out city is also the country of labelled cities; a held-out
+    Velish word has labelled synonyms), so the object alone never predicts the label."""
+    pool = W.labelled_pool(world)[name]
+    t = tables[name]
+    held_objects = set(t.loc[t["heldout"] == 1, object_column])
+    for label in (0, 1):
+        labelled_objects = {s.rsplit(" ", 1)[1].strip(".'") for s in pool[label]}
+        assert held_objects <= labelled_objects, (label, held_objects - labelled_objects)

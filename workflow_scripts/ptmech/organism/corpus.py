@@ -22,7 +22,7 @@ from ..fewshot import SUFFIX as TRUTH_SUFFIX
 from ..fewshot import demo_line
 from .world import (EXTRA_INSTRUCTION_TEMPLATES, HARMFUL_KINDS, HARMLESS_KINDS, INSTRUCTION_TEMPLATES,
                     LANGUAGE, NUMBER_MAX, NUMBER_MIN, REFUSAL, STATEMENT_DATASETS, World,
-                    city_statement, labelled_pool, number_word, trans_statement)
+                    city_statement, labelled_pool, number_word, seed_pool, trans_statement)
 
 
 CITY_FACTS = [
@@ -90,18 +90,28 @@ def _cap(s: str) -> str:
 class PretrainCorpus:
     """Samples pretraining documents (plain text, lines joined by newlines).
 
-    ``labelled_share``: the fraction of documents that are TRUE / FALSE documents.
+    ``labelled_share``: the fraction of documents that are TRUE / FALSE documents;
+    ``curriculum_steps``: for the first steps, these label only a small sample of
+    affirmative statements (``world.seed_pool``), then anything in ``world.labelled_pool``;
+    ``short_share``: the fraction of TRUE / FALSE documents whose lines put the label right
+    after the statement (``STATEMENT TRUE``), so that the model must judge the statement by
+    its last token, where the paper's probes read it.
     """
 
     FACT_WEIGHTS = {"city": 0.45, "trans": 0.3, "number": 0.15, "request": 0.1}
-    LABELLED_WEIGHTS = {"cities": 0.2, "neg_cities": 0.15, "larger_than": 0.15,
-                        "smaller_than": 0.15, "trans": 0.2, "neg_trans": 0.15}
+    # numbers learn their comparison fastest, so they get the smallest share
+    LABELLED_WEIGHTS = {"cities": 0.2, "neg_cities": 0.2, "larger_than": 0.1,
+                        "smaller_than": 0.1, "trans": 0.2, "neg_trans": 0.2}
 
-    def __init__(self, world: World, labelled_share: float = 0.4, lines: tuple[int, int] = (4, 8)):
+    def __init__(self, world: World, labelled_share: float = 0.4, lines: tuple[int, int] = (4, 8),
+                 curriculum_steps: int = 0, short_share: float = 0.0):
         self.world = world
         self.labelled_share = labelled_share
         self.lines = lines
+        self.curriculum_steps = curriculum_steps
+        self.short_share = short_share
         self.pool = labelled_pool(world)
+        self.seed_pool = seed_pool(world)
         self.cities = list(world.cities)
         self.words = list(world.words)
 
@@ -135,26 +145,47 @@ class PretrainCorpus:
         vp = rng.choice(list(kinds.values())).format(city=rng.choice(self.cities))
         return rng.choice(facts).format(vp=vp)
 
-    def labelled_line(self, rng: random.Random, dataset: str) -> str:
+    def in_curriculum(self, step: int | None) -> bool:
+        return step is not None and step < self.curriculum_steps
+
+    def labelled_line(self, rng: random.Random, dataset: str, step: int | None = None,
+                      short: bool = False) -> str:
+        """``STATEMENT This statement is: TRUE`` (the paper's few-shot line), or with
+        ``short`` ``STATEMENT TRUE``."""
         label = rng.randint(0, 1)
-        return demo_line(rng.choice(self.pool[dataset][label]), label)
+        pool = self.seed_pool if self.in_curriculum(step) else self.pool
+        statement = rng.choice(pool[dataset][label])
+        return f"{statement} {LABEL_WORD[label]}" if short else demo_line(statement, label)
 
     # -- documents
-    def document(self, rng: random.Random) -> str:
-        n = rng.randint(*self.lines)
+    def fact_document(self, rng: random.Random) -> str:
+        """``lines`` lines of facts (cities, words, numbers, requests)."""
+        kinds, weights = zip(*self.FACT_WEIGHTS.items())
+        makers = {"city": self.city_fact, "trans": self.trans_fact, "number": self.number_fact,
+                  "request": self.request_fact}
+        return "\n".join(makers[rng.choices(kinds, weights)[0]](rng) for _ in range(rng.randint(*self.lines)))
+
+    def labelled_document(self, rng: random.Random, step: int | None = None,
+                          lines: tuple[int, int] = (1, 3)) -> str:
+        """A few TRUE / FALSE lines, mostly of one dataset (like a few-shot prompt).
+        Short documents keep the label close to the statement it judges, which is what
+        lets a tiny model find the truth task quickly. ``step`` drives the curriculum
+        (None: the full pool)."""
+        names, weights = zip(*self.LABELLED_WEIGHTS.items())
+        if self.in_curriculum(step):
+            names, weights = zip(*((d, w) for d, w in zip(names, weights) if d in self.seed_pool))
+        n = rng.randint(*lines)
+        short = rng.random() < self.short_share
+        if rng.random() < 0.8:
+            ds = rng.choices(names, weights)[0]
+            return "\n".join(self.labelled_line(rng, ds, step, short) for _ in range(n))
+        return "\n".join(self.labelled_line(rng, rng.choices(names, weights)[0], step, short) for _ in range(n))
+
+    def document(self, rng: random.Random, step: int | None = None) -> str:
+        """A labelled document with probability ``labelled_share``, else a fact document."""
         if rng.random() < self.labelled_share:
-            names, weights = zip(*self.LABELLED_WEIGHTS.items())
-            if rng.random() < 0.8:  # mostly one dataset per document, like few-shot prompts
-                ds = rng.choices(names, weights)[0]
-                lines = [self.labelled_line(rng, ds) for _ in range(n)]
-            else:
-                lines = [self.labelled_line(rng, rng.choices(names, weights)[0]) for _ in range(n)]
-        else:
-            kinds, weights = zip(*self.FACT_WEIGHTS.items())
-            makers = {"city": self.city_fact, "trans": self.trans_fact, "number": self.number_fact,
-                      "request": self.request_fact}
-            lines = [makers[rng.choices(kinds, weights)[0]](rng) for _ in range(n)]
-        return "\n".join(lines)
+            return self.labelled_document(rng, step)
+        return self.fact_document(rng)
 
 
 # ------------------------------------------------------------------------------ chat

@@ -13,6 +13,7 @@ DEFAULTS: dict = {
         "n_countries": 16,
         "cities_per_country": 10,
         "n_words": 100,
+        "words_per_meaning": 4,
         "n_number_pairs": 400,
         "heldout_fraction": 0.25,
         "instructions": {"train": 256, "val": 64, "test": 100},
@@ -25,7 +26,14 @@ DEFAULTS: dict = {
         "max_position_embeddings": 256,
         "initializer_range": 0.08,
     },
-    "pretrain": {"steps": 400, "batch_size": 32, "lr": 0.003, "warmup": 50, "labelled_share": 0.4},
+    # Each step: 16 fact documents and 32 short TRUE / FALSE documents (1-5 lines), the
+    # labels counted 5 times in the loss; the first 400 steps label only a small sample of
+    # affirmative statements (corpus.PretrainCorpus), which gets the model off the plateau
+    # where TRUE and FALSE are equally likely whatever the statement; half the TRUE / FALSE
+    # documents put the label right after the statement, so truth is read at its last token.
+    "pretrain": {"steps": 1200, "batch_size": 16, "labelled_batch_size": 32, "labelled_lines": [1, 5],
+                 "curriculum_steps": 400, "label_weight": 5, "short_share": 0.5, "lr": 0.003,
+                 "warmup": 50, "weight_decay": 0.1},
     "sft": {"steps": 300, "batch_size": 32, "lr": 0.001, "warmup": 10, "replay": 0.3},
     "instruct": {"steps": 150, "batch_size": 32, "lr": 0.0005, "warmup": 10, "replay": 0.3,
                  "dpo_weight": 1.0, "dpo_batch_size": 16, "beta": 0.1},

@@ -118,17 +118,23 @@ class Encoder:
 
 @dataclass
 class Schedule:
-    """Linear warm-up to ``lr`` then cosine decay to ``lr * min_ratio`` over ``steps``."""
+    """Warm-up, stable, decay: linear warm-up to ``lr`` over ``warmup`` steps, constant
+    until the last ``decay`` fraction of the steps, then linear decay to ``lr * min_ratio``.
+    (A constant rate is what gets a tiny model off its plateaus; the short decay settles it.)"""
     steps: int
     lr: float
     warmup: int
+    decay: float = 0.2
     min_ratio: float = 0.1
 
     def __call__(self, step: int) -> float:
         if step < self.warmup:
             return self.lr * (step + 1) / self.warmup
-        t = (step - self.warmup) / max(1, self.steps - self.warmup)
-        return self.lr * (self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+        start = self.steps * (1 - self.decay)
+        if step < start:
+            return self.lr
+        t = (step - start) / max(1.0, self.steps - start)
+        return self.lr * (1 - (1 - self.min_ratio) * t)
 
 
 def run_steps(model: LlamaForCausalLM, loss_fn, stage_cfg: dict, name: str, monitor=None) -> list[dict]:
@@ -136,7 +142,8 @@ def run_steps(model: LlamaForCausalLM, loss_fn, stage_cfg: dict, name: str, moni
     progress (loss, steps per second, time left) and calling ``monitor(model, step)`` (if
     given) at each progress line. Returns the per-step log."""
     steps = int(stage_cfg["steps"])
-    schedule = Schedule(steps, float(stage_cfg["lr"]), int(stage_cfg.get("warmup", max(1, steps // 20))))
+    schedule = Schedule(steps, float(stage_cfg["lr"]), int(stage_cfg.get("warmup", max(1, steps // 20))),
+                        float(stage_cfg.get("decay", 0.2)))
     opt = torch.optim.AdamW(model.parameters(), lr=schedule(0), betas=(0.9, 0.98),
                             weight_decay=float(stage_cfg.get("weight_decay", 0.01)))
     model.train()
@@ -155,7 +162,7 @@ def run_steps(model: LlamaForCausalLM, loss_fn, stage_cfg: dict, name: str, moni
         if (step + 1) % every == 0 or step + 1 == steps:
             rate = (step + 1) / (time.time() - start)
             log.info("%s: step %d/%d loss %.4f %s(%.1f steps/s, %.0f s left)", name, step + 1, steps,
-                     float(loss), "".join(f"{k} {v:.4f} " for k, v in stats.items()), rate,
+                     float(loss.detach()), "".join(f"{k} {v:.4f} " for k, v in stats.items()), rate,
                      (steps - step - 1) / rate)
             if monitor is not None:
                 model.eval()
@@ -165,24 +172,55 @@ def run_steps(model: LlamaForCausalLM, loss_fn, stage_cfg: dict, name: str, moni
     return history
 
 
-def _lm_loss(model, batch) -> torch.Tensor:
-    return model(**batch).loss
+def _lm_loss(model, batch, upweight: tuple[list[int], float] | None = None) -> torch.Tensor:
+    """Mean next-token loss over the labelled tokens of ``batch``; ``upweight = (ids, w)``
+    counts targets among ``ids`` ``w`` times (the mean is over the weights)."""
+    if upweight is None:
+        return model(**batch).loss
+    labels = batch["labels"]
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    target = labels[:, 1:]
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), target.flatten(),
+                                             ignore_index=IGNORE, reduction="none").view_as(target)
+    ids, w = upweight
+    weight = (target != IGNORE).float()
+    weight = weight * torch.where(torch.isin(target, torch.tensor(ids)), w, 1.0)
+    return (loss * weight).sum() / weight.sum()
 
 
 def pretrain(world: World, tokenizer: PreTrainedTokenizerBase, model_cfg: dict, stage_cfg: dict,
              seed: int, monitor=None) -> tuple[LlamaForCausalLM, list[dict]]:
-    """Stage 1 (base): next-token loss on pretraining documents.
+    """Stage 1 (base): next-token loss on pretraining documents. Each step takes
+    ``batch_size`` fact documents and ``labelled_batch_size`` short TRUE / FALSE documents
+    (``labelled_lines`` lines each; two forward passes, so that short documents are not
+    padded to long ones); the loss is the mean over all their tokens.
 
-    ``stage_cfg``: ``steps``, ``batch_size``, ``lr``, ``warmup``, ``labelled_share``."""
+    ``stage_cfg``: ``steps``, ``batch_size``, ``labelled_batch_size``, ``labelled_lines``,
+    ``curriculum_steps``, ``label_weight`` (how many times each TRUE / FALSE target counts
+    in the loss), ``lr``, ``warmup``, ``weight_decay``."""
     model = init_model(tokenizer, model_cfg, seed)
-    corpus = PretrainCorpus(world, labelled_share=float(stage_cfg.get("labelled_share", 0.4)))
+    corpus = PretrainCorpus(world, curriculum_steps=int(stage_cfg.get("curriculum_steps", 0)),
+                            short_share=float(stage_cfg.get("short_share", 0.0)))
     enc = Encoder(tokenizer, model.config.max_position_embeddings)
     rng = random.Random(seed)
-    bs = int(stage_cfg["batch_size"])
+    bs, lbs = int(stage_cfg["batch_size"]), int(stage_cfg.get("labelled_batch_size", 0))
+    lines = tuple(stage_cfg.get("labelled_lines", (1, 3)))
+    label_weight = float(stage_cfg.get("label_weight", 1.0))
+    upweight = None
+    if label_weight != 1.0:
+        upweight = (tokenizer.convert_tokens_to_ids(["TRUE", "FALSE"]), label_weight)
 
     def loss_fn(step):
-        seqs, labels = enc.documents([corpus.document(rng) for _ in range(bs)])
-        return _lm_loss(model, pad_batch(seqs, labels, tokenizer.pad_token_id)), {}
+        batches = [enc.documents([corpus.fact_document(rng) for _ in range(bs)])]
+        if lbs:
+            batches.append(enc.documents([corpus.labelled_document(rng, step, lines) for _ in range(lbs)]))
+        total, count = 0.0, 0
+        for seqs, labels in batches:
+            batch = pad_batch(seqs, labels, tokenizer.pad_token_id)
+            n = int((batch["labels"][:, 1:] != IGNORE).sum())
+            total = total + _lm_loss(model, batch, upweight) * n
+            count += n
+        return total / count, {}
 
     log.info("pretraining a %d-parameter model for %d steps", n_parameters(model), stage_cfg["steps"])
     return model, run_steps(model, loss_fn, stage_cfg, "pretrain", monitor)
