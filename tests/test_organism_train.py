@@ -158,3 +158,16 @@ def test_trio_is_saved_like_hub_models(organism_trio):
     weights = [AutoModelForCausalLM.from_pretrained(p).state_dict() for p in models.values()]
     key = "model.layers.0.mlp.down_proj.weight"
     assert not torch.equal(weights[0][key], weights[1][key]) and not torch.equal(weights[1][key], weights[2][key])
+
+
+@pytest.mark.organism
+def test_report_of_the_default_run_files_every_figure_by_perspective(default_run):
+    """The default run's report holds every figure with its caption, grouped by perspective,
+    then by family, model or model pair."""
+    from workflow import assert_report_holds_every_figure
+
+    report = assert_report_holds_every_figure(default_run)
+    categories = report["categories"]
+    assert set(categories) == {"Truthfulness", "Refusal", "Knowledge", "Confidence"}
+    assert "organism-base ~ organism-sft" in categories["Truthfulness"]  # one group per model pair
+    assert {"organism-base", "organism-sft", "organism-instruct"} <= set(categories["Confidence"])

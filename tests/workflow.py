@@ -82,23 +82,33 @@ def planned_jobs(workdir: Path, *targets: str, config: dict | None = None) -> li
     return sorted(jobs)
 
 
-def report_figures(workdir: Path, config: dict | None = None, targets: tuple[str, ...] = ()) -> dict[str, str]:
+def _report_variable(html: str, name: str) -> dict:
+    m = re.search(rf"var {name} = (\{{.*?\}});\s*\n", html, re.S)
+    if not m:
+        raise AssertionError(f"no {name} in the report (has Snakemake's report format changed?)")
+    return json.loads(m.group(1))
+
+
+def build_report(workdir: Path, config: dict | None = None, targets: tuple[str, ...] = ()) -> dict:
     """Build Snakemake's self-contained HTML report of a finished run in ``workdir`` (of
-    ``targets``, default: everything) and read back what it holds: figure path -> its
-    rendered caption (HTML)."""
+    ``targets``, default: everything) and read back what it holds: ``figures`` (path -> its
+    rendered caption, HTML) and ``categories`` (category -> subcategory -> paths)."""
     snakemake(workdir, "--report", "report.html", *targets, config=config)
     html = (workdir / "report.html").read_text()
-    m = re.search(r"var results = (\{.*?\});\s*\n", html, re.S)
-    if not m:
-        raise AssertionError("no results in the report (has Snakemake's report format changed?)")
-    return {path: entry["caption"] for path, entry in json.loads(m.group(1)).items()}
+    figures = {path: entry["caption"] for path, entry in _report_variable(html, "results").items()}
+    return {"figures": figures, "categories": _report_variable(html, "categories")}
 
 
 def assert_report_holds_every_figure(workdir: Path, config: dict | None = None,
-                                     targets: tuple[str, ...] = ()) -> None:
-    """Every figure the run made is in the report, with a caption whose template rendered."""
-    figures = report_figures(workdir, config, targets)
+                                     targets: tuple[str, ...] = ()) -> dict:
+    """Every figure the run made is in the report, with a caption whose template rendered,
+    filed under a category and subcategory. Returns the report's contents (``build_report``)."""
+    report = build_report(workdir, config, targets)
+    figures = report["figures"]
     made = {str(p.relative_to(workdir)) for p in (workdir / "results" / "figures").rglob("*.png")}
     assert made and set(figures) == made, (sorted(made - set(figures)), sorted(set(figures) - made))
     for path, caption in figures.items():
         assert len(caption) > 100 and "{{" not in caption and "snakemake." not in caption, (path, caption)
+    filed = [path for subs in report["categories"].values() for paths in subs.values() for path in paths]
+    assert sorted(filed) == sorted(figures), "every figure is filed exactly once"
+    return report
