@@ -128,3 +128,27 @@ def organism_dir(default_run, tmp_path_factory):
         (root / name).symlink_to(default_run / "results" / "models" / name)
     (root / "data").symlink_to(default_run / "results" / "organism" / "data")
     return root
+
+
+def heldout_probe_sweep(adapter, tables: dict, root: Path, kinds=("mm",)):
+    """Leave-one-dataset-out probes on ``adapter``'s last-token residuals of the statement
+    ``tables`` (name -> DataFrame with statement, label; cached under ``root``), as the
+    truth stage fits them. Returns (accuracy table, probes, chosen layers)."""
+    from ptmech import truth
+    from ptmech.cache import extract
+
+    paths = {}
+    for ds, table in tables.items():
+        paths[ds] = Path(root) / f"{ds}.h5"
+        extract(adapter, list(table["statement"]), paths[ds], positions=[-1], storage_dtype="float32",
+                labels={"label": table["label"].to_numpy()}, attrs={"dataset": ds}, log=lambda s: None)
+    caches = truth.open_caches(paths, model=adapter.name)
+    try:
+        ks = truth.common_layers(caches)
+        acc, probes = truth.probe_sweep(truth.centred_layers(caches, ks), truth.cache_labels(caches),
+                                        truth.heldout_splits(list(tables)), kinds=list(kinds),
+                                        n_layers=adapter.n_layers)
+    finally:
+        for c in caches.values():
+            c.close()
+    return acc, probes, truth.choose_layers(acc, probes.n_layers)

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from ptmech import truth
 from ptmech import truth_steering as st
 from ptmech.adapter import load_model
-from ptmech.cache import Cache, extract
+
+from conftest import heldout_probe_sweep
 
 pytestmark = pytest.mark.organism  # needs the default run's trained organism (see pyproject)
 
@@ -28,17 +28,7 @@ def organism_probes(organism_dir, tmp_path_factory):
     out = {}
     for model in ("organism-base", "organism-sft"):
         adapter = load_model(model, {"path": str(Path(organism_dir) / model), "dtype": "float32", "device": "cpu"})
-        paths = {}
-        for ds, table in tables.items():
-            paths[ds] = root / model / f"{ds}.h5"
-            extract(adapter, list(table["statement"]), paths[ds], positions=[-1], storage_dtype="float32",
-                    labels={"label": table["label"].to_numpy()}, attrs={"dataset": ds}, log=lambda s: None)
-        caches = truth.open_caches(paths, model=model)
-        ks = truth.common_layers(caches)
-        acc, probes = truth.probe_sweep(truth.centred_layers(caches, ks), truth.cache_labels(caches),
-                                        truth.heldout_splits(DATASETS), kinds=["mm"], n_layers=adapter.n_layers)
-        for c in caches.values():
-            c.close()
+        acc, probes, _ = heldout_probe_sweep(adapter, tables, root / model)
         out[model] = (acc, probes)
     layers = truth.choose_layers(out["organism-base"][0], out["organism-base"][1].n_layers)
     return out, layers, tables
