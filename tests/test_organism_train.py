@@ -22,6 +22,9 @@ SMALL_WORLD = dict(n_countries=4, cities_per_country=4, n_words=10, words_per_me
 SMALL_MODEL = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
                    max_position_embeddings=256)
 SHORT = {"steps": 4, "batch_size": 4, "lr": 0.003, "warmup": 1}
+# the base stage's own knobs, so that the determinism test runs every pretraining path
+SHORT_PRETRAIN = {**SHORT, "labelled_batch_size": 4, "labelled_lines": [1, 3], "curriculum_steps": 2,
+                  "label_weight": 5, "short_share": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +36,7 @@ def small():
 def _pretrain(small, seed):
     world, tok = small
     train.set_determinism(seed, 2)
-    model, history = train.pretrain(world, tok, SMALL_MODEL, SHORT, seed)
+    model, history = train.pretrain(world, tok, SMALL_MODEL, SHORT_PRETRAIN, seed)
     return model, history
 
 
@@ -46,6 +49,37 @@ def test_same_seed_gives_bit_identical_weights(small):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert [h["loss"] for h in ha] == [h["loss"] for h in hb]
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_schedule_warms_up_holds_then_decays_to_its_floor():
+    s = train.Schedule(steps=100, lr=1.0, warmup=10, decay=0.2, min_ratio=0.1)
+    assert [s(i) for i in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert s(10) == s(50) == s(80) == 1.0
+    assert s(90) == pytest.approx(1.0 - 0.9 * 0.5) and s(100) == pytest.approx(0.1)
+
+
+def test_label_weight_counts_the_chosen_targets_that_many_times(small):
+    """The weighted loss is the mean over per-token losses with weight w on the chosen
+    targets: with w = 1, or with ids that never occur, it is the model's own loss."""
+    world, tok = small
+    model = train.init_model(tok, SMALL_MODEL, 0)
+    enc = train.Encoder(tok, 256)
+    seqs, labels = enc.documents(["The city of X is in Y . This statement is : TRUE", "a b"])
+    batch = train.pad_batch(seqs, labels, tok.pad_token_id)
+    true_id = tok.convert_tokens_to_ids("TRUE")
+    with torch.no_grad():
+        plain = float(train._lm_loss(model, batch))
+        assert float(train._lm_loss(model, batch, ([true_id], 1.0))) == pytest.approx(plain, rel=1e-5)
+        assert float(train._lm_loss(model, batch, ([10**6], 7.0))) == pytest.approx(plain, rel=1e-5)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        target = batch["labels"][:, 1:]
+        keep = target != train.IGNORE
+        per_token = torch.nn.functional.cross_entropy(logits[keep], target[keep], reduction="none")
+        w = torch.where(target[keep] == true_id, 5.0, 1.0)
+        assert int((target[keep] == true_id).sum()) == 1
+        weighted = float(train._lm_loss(model, batch, ([true_id], 5.0)))
+    assert weighted == pytest.approx(float((per_token * w).sum() / w.sum()), rel=1e-5)
+    assert weighted != pytest.approx(plain, rel=1e-3)
 
 
 def test_later_stages_are_deterministic_too(small, tmp_path):
