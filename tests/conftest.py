@@ -142,13 +142,5 @@ def heldout_probe_sweep(adapter, tables: dict, root: Path, kinds=("mm",)):
         paths[ds] = Path(root) / f"{ds}.h5"
         extract(adapter, list(table["statement"]), paths[ds], positions=[-1], storage_dtype="float32",
                 labels={"label": table["label"].to_numpy()}, attrs={"dataset": ds}, log=lambda s: None)
-    caches = truth.open_caches(paths, model=adapter.name)
-    try:
-        ks = truth.common_layers(caches)
-        acc, probes = truth.probe_sweep(truth.centred_layers(caches, ks), truth.cache_labels(caches),
-                                        truth.heldout_splits(list(tables)), kinds=list(kinds),
-                                        n_layers=adapter.n_layers)
-    finally:
-        for c in caches.values():
-            c.close()
+    acc, probes = truth.sweep_caches(paths, list(tables), model=adapter.name, kinds=list(kinds))
     return acc, probes, truth.choose_layers(acc, probes.n_layers)

@@ -426,6 +426,25 @@ def cache_labels(caches: Mapping) -> dict[str, np.ndarray]:
     return {ds: c.label("label").astype(np.int64) for ds, c in caches.items()}
 
 
+def sweep_caches(paths: Mapping[str, str], datasets: Sequence[str], *, train_datasets: Sequence[str] | None = None,
+                 model: str | None = None, kinds: Sequence[str] = ("mm",), lr_settings: Mapping | None = None,
+                 log: Callable[[str], None] = lambda s: None) -> tuple[pd.DataFrame, ProbeSet]:
+    """``probe_sweep`` over the statement caches at ``paths`` (dataset -> file, checked to be
+    ``model``'s): every residual index they share, each of ``datasets`` held out in turn
+    (``heldout_splits``). The caches are closed again whatever happens."""
+    caches = open_caches(paths, model=model)
+    try:
+        ks = common_layers(caches)
+        n_layers = int(next(iter(caches.values())).attrs["n_layers"])
+        splits = heldout_splits(datasets, train_datasets)
+        log(f"{model or 'model'}: probes {list(kinds)} at k={ks}, {len(splits)} held-out datasets")
+        return probe_sweep(centred_layers(caches, ks), cache_labels(caches), splits, kinds=kinds,
+                           lr_settings=lr_settings, n_layers=n_layers, log=log)
+    finally:
+        for c in caches.values():
+            c.close()
+
+
 def paired_centred_layers(caches_a: Mapping, caches_b: Mapping, ks: Iterable[int]):
     """Yield ``(k, acts_a, acts_b)``: two models' centred activations at each ``k``."""
     for k in ks:
