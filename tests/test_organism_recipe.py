@@ -6,7 +6,6 @@ on held-out facts, a linear truth direction that holds across statement sets, no
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 
 from conftest import heldout_probe_sweep
@@ -21,8 +20,10 @@ def default_base(tmp_path_factory):
     cfg = recipe.DEFAULTS
     train.set_determinism(cfg["seed"], cfg["threads"])
     world = W.build_world(cfg["seed"], **cfg["world"])
-    tokenizer = build_tokenizer(world)
-    model, _ = train.pretrain(world, tokenizer, cfg["model"], cfg["pretrain"], cfg["seed"])
+    tokenizer_dir = tmp_path_factory.mktemp("organism") / "tokenizer"
+    build_tokenizer(world).save_pretrained(tokenizer_dir)
+    model, tokenizer, _ = train.run_stage("pretrain", world, str(tokenizer_dir), cfg["pretrain"], cfg["seed"],
+                                          model_cfg=cfg["model"])
     adapter = checks.adapter_for(model, tokenizer, "organism-base")
     statements = W.statement_datasets(world)
     table = checks.behaviour_table(adapter, world, statements, W.instruction_datasets(world),

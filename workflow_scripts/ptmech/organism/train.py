@@ -192,7 +192,8 @@ def pretrain(world: World, tokenizer: PreTrainedTokenizerBase, model_cfg: dict, 
     """Stage 1 (base): next-token loss on pretraining documents. Each step takes
     ``batch_size`` fact documents and ``labelled_batch_size`` short TRUE / FALSE documents
     (``labelled_lines`` lines each; two forward passes, so that short documents are not
-    padded to long ones); the loss is the mean over all their tokens.
+    padded to long ones); the step's loss is the two batches' losses (each a mean over its
+    tokens, label targets counted ``label_weight`` times) weighted by their token counts.
 
     ``stage_cfg``: ``steps``, ``batch_size``, ``labelled_batch_size``, ``labelled_lines``,
     ``curriculum_steps``, ``label_weight`` (how many times each TRUE / FALSE target counts
