@@ -149,6 +149,20 @@ def test_chat_data_never_uses_validation_or_test_requests(world):
         assert answer.startswith(W.REFUSAL) == harmful, (user, answer)
 
 
+@pytest.mark.parametrize("harmless_share", [0.0, 0.5])
+def test_preference_pairs_prefer_refusing_harmful_and_helping_harmless(world, harmless_share):
+    chat = corpus.ChatCorpus(world, varied=True)
+    rng = random.Random(3)
+    n_harmless = 0
+    for _ in range(400):
+        user, chosen, rejected = chat.preference(rng, harmless_share)
+        harmful = any(v.format(city="").strip() in user for v in W.HARMFUL_KINDS.values())
+        n_harmless += not harmful
+        # the chosen answer refuses exactly when the request is harmful; the rejected one the opposite
+        assert chosen.startswith(W.REFUSAL) == harmful and rejected.startswith(W.REFUSAL) != harmful
+    assert abs(n_harmless / 400 - harmless_share) < 0.08
+
+
 def test_few_shot_samples_follow_the_paper(tables):
     samples = W.few_shot_samples(tables)
     assert [s["dataset_name"] for s in samples] == list(W.STATEMENT_DATASETS)

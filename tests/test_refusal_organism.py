@@ -83,10 +83,6 @@ def instruct_refusal(organism_dir, tmp_path_factory):
     return {"rule": rule, "rates": rates}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap: with the default trio the instruct model's own difference-of-means directions do "
-    "not induce refusal on harmless prompts at any candidate (addition rate 0 even at 3x), though "
-    "ablating them removes refusal and the SFT model's direction induces it (0.81)"))
 def test_selection_finds_a_direction_passing_the_filters(instruct_refusal):
     assert instruct_refusal["rule"].startswith("lowest")
 
@@ -102,9 +98,5 @@ def test_ablating_its_direction_bypasses_refusal(instruct_refusal):
     assert rates["ablation"] <= 0.75 * rates["baseline"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap: with the default trio the instruct model's own difference-of-means directions do "
-    "not induce refusal on harmless prompts at any candidate (addition rate 0 even at 3x), though "
-    "ablating them removes refusal and the SFT model's direction induces it (0.81)"))
 def test_adding_its_direction_induces_refusal(instruct_refusal):
     assert instruct_refusal["rates"]["addition"] >= 0.3

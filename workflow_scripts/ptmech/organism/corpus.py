@@ -260,10 +260,10 @@ class ChatCorpus:
         answer = self.refusal(rng, category, city) if harmful else self.helpful(rng, category, city)
         return text, answer
 
-    def preference(self, rng: random.Random) -> tuple[str, str, str]:
+    def preference(self, rng: random.Random, harmless_share: float = 0.5) -> tuple[str, str, str]:
         """(instruction, chosen, rejected): refuse harmful requests rather than comply, and
-        help with harmless ones rather than refuse."""
-        harmful = rng.random() < 0.5
+        (a ``harmless_share`` of the pairs) help with harmless ones rather than refuse."""
+        harmful = rng.random() >= harmless_share
         text, kind, city = self.request(rng, harmful)
         if harmful:
             return text, self.refusal(rng, kind, city), COMPLIANCE.format(vp=HARMFUL_KINDS[kind].format(city=city))

@@ -266,8 +266,10 @@ def instruct(model: LlamaForCausalLM, world: World, tokenizer: PreTrainedTokeniz
              seed: int) -> tuple[LlamaForCausalLM, list[dict]]:
     """Stage 3 (instruct): SFT loss on more varied chats (extra request templates, refusals
     with reasons) plus ``dpo_weight`` x a DPO loss (``beta``) on preference pairs against a
-    frozen copy of the incoming model. ``stage_cfg``: ``steps``, ``batch_size``, ``lr``,
-    ``warmup``, ``replay``, ``dpo_weight``, ``dpo_batch_size``, ``beta``."""
+    frozen copy of the incoming model; a ``dpo_harmless_share`` of the pairs prefer helping
+    with a harmless request to refusing it, the rest refusing a harmful one to complying.
+    ``stage_cfg``: ``steps``, ``batch_size``, ``lr``, ``warmup``, ``replay``,
+    ``dpo_weight``, ``dpo_batch_size``, ``beta``, ``dpo_harmless_share``."""
     reference = copy.deepcopy(model).eval()
     for p in reference.parameters():
         p.requires_grad_(False)
@@ -279,12 +281,13 @@ def instruct(model: LlamaForCausalLM, world: World, tokenizer: PreTrainedTokeniz
     bs, replay = int(stage_cfg["batch_size"]), float(stage_cfg.get("replay", 0.3))
     dpo_bs = int(stage_cfg.get("dpo_batch_size", 16))
     beta, weight = float(stage_cfg.get("beta", 0.1)), float(stage_cfg.get("dpo_weight", 1.0))
+    harmless_share = float(stage_cfg.get("dpo_harmless_share", 0.0))
 
     def loss_fn(step):
         loss = _lm_loss(model, _mixed_batch(rng, enc, chat, corpus, bs, replay, tokenizer.pad_token_id))
         if weight <= 0:
             return loss, {}
-        prefs = [chat.preference(rng) for _ in range(dpo_bs)]
+        prefs = [chat.preference(rng, harmless_share) for _ in range(dpo_bs)]
         seqs, labels = enc.chats([(u, c) for u, c, _ in prefs] + [(u, r) for u, _, r in prefs])
         batch = pad_batch(seqs, labels, tokenizer.pad_token_id)
         with torch.no_grad():
@@ -292,7 +295,7 @@ def instruct(model: LlamaForCausalLM, world: World, tokenizer: PreTrainedTokeniz
         pol = sequence_logprobs(model, batch)
         margin = (pol[:dpo_bs] - ref[:dpo_bs]) - (pol[dpo_bs:] - ref[dpo_bs:])
         dpo = -F.logsigmoid(beta * margin).mean()
-        return loss + weight * dpo, {"dpo": float(dpo)}
+        return loss + weight * dpo, {"dpo": float(dpo.detach())}
 
     return model, run_steps(model, loss_fn, stage_cfg, "instruct")
 
