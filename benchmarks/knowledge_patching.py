@@ -86,9 +86,17 @@ def bench(adapter: ModelAdapter, pairs: list[dict], T: int, loop_pairs: int, loo
         print(f"  {adapter.name}: batch {bs}, reuse_clean_run {reuse}: {sec:.3f} s/pair, "
               f"{runs[-1]['speedup_vs_loop']:.1f}x the loop ({out['loop_seconds_per_pair']:.2f} s/pair)", flush=True)
     out["batched"] = runs
-    default = next((r for r in runs if r["batch_size"] == 128 and r["reuse_clean_run"]), runs[0])
-    out["default_speedup_vs_loop"] = default["speedup_vs_loop"]
+    default = next((r for r in runs if r["batch_size"] == default_batch_size() and r["reuse_clean_run"]), None)
+    out["default_speedup_vs_loop"] = default and default["speedup_vs_loop"]
     return out
+
+
+def default_batch_size() -> int:
+    """knowledge.batch_size's default, from config.schema.yaml."""
+    import yaml
+
+    schema = yaml.safe_load((REPO / "config.schema.yaml").read_text())
+    return int(schema["properties"]["knowledge"]["properties"]["batch_size"]["default"])
 
 
 def main() -> None:
@@ -97,6 +105,9 @@ def main() -> None:
                     help="torch threads (1: the compute-bound comparison; more threads on a shared machine "
                          "mostly measure contention)")
     ap.add_argument("--organism", default=str(REPO / "results/models/organism-base"))
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16, 32, 64, 128],
+                    help="grid rows per forward pass to time (each with the clean run reused)")
+    ap.add_argument("--big-pairs", type=int, default=2, help="pairs timed on the ~100M model")
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/knowledge_patching.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -104,7 +115,7 @@ def main() -> None:
 
     world = build_world(0)
     table = statement_datasets(world)["cities"]
-    results = {"threads": args.threads, "torch": torch.__version__, "transformers": transformers.__version__,
+    results = {"threads": args.threads, "default_batch_size": default_batch_size(), "torch": torch.__version__, "transformers": transformers.__version__,
                "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                "dataset": "organism cities, 2 TRUE + 2 FALSE demonstrations", "models": []}
 
@@ -118,13 +129,13 @@ def main() -> None:
     doc = build_pairs(tok, table["statement"].tolist(), table["label"].tolist(), "cities", skeletons_for("cities"),
                       max_pairs=8)
     pairs, T = doc["pairs"], len(doc["columns"])
-    configs = [(8, True), (32, True), (128, True), (128, False)]
+    configs = [(bs, True) for bs in args.batch_sizes] + [(max(args.batch_sizes), False)]
 
     r = bench(organism, pairs, T, loop_pairs=2, loop_positions=T, configs=configs)
     r["trained"] = trained
     results["models"].append(r)
     big = random_llama(tok, GPT2_SMALL_LLAMA)
-    r = bench(big, pairs[:1], T, loop_pairs=1, loop_positions=2, configs=configs)
+    r = bench(big, pairs[:args.big_pairs], T, loop_pairs=1, loop_positions=2, configs=configs)
     results["models"].append(r)
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -196,7 +196,7 @@ def clean_run(adapter: ModelAdapter, ids: torch.Tensor, n_positions: int):
 
 @torch.inference_mode()
 def patch_grid(adapter: ModelAdapter, false_ids: Sequence[int], source_acts: torch.Tensor,
-               answers: tuple[int, int], *, batch_size: int = 128, reuse_clean_run: bool = True) -> torch.Tensor:
+               answers: tuple[int, int], *, batch_size: int = 64, reuse_clean_run: bool = True) -> torch.Tensor:
     """LD (logit(answers[0]) - logit(answers[1])) of the false prompt with each (block,
     position) cell patched, batched.
 
@@ -274,7 +274,7 @@ def patch_grid_loop(adapter: ModelAdapter, false_ids: Sequence[int], source_acts
 
 
 def patch_pairs(adapter: ModelAdapter, pairs: Sequence[dict], source_acts: Callable[[int], torch.Tensor],
-                answers, *, batch_size: int = 128, reuse_clean_run: bool = True,
+                answers, *, batch_size: int = 64, reuse_clean_run: bool = True,
                 log: Callable[[str], None] = print) -> np.ndarray:
     """float32 [P, T, L]: ``patch_grid`` of each pair's false prompt, with the true run's
     activations ``source_acts(i)`` ([L, T, d]) of pair ``i``; ``answers`` is one
@@ -297,7 +297,7 @@ def completion_answers(true_top: Sequence[int], false_top: Sequence[int]) -> lis
 
 
 def single_model_patching(adapter: ModelAdapter, pairs: Sequence[dict], n_positions: int, answers=None,
-                          *, batch_size: int = 128, log: Callable[[str], None] = print) -> np.ndarray:
+                          *, batch_size: int = 64, log: Callable[[str], None] = print) -> np.ndarray:
     """float32 [P, T, L]: patching within one model, its true runs computed live.
     ``answers`` None: completion queries (``completion_answers`` of the model's own top
     tokens)."""
