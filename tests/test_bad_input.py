@@ -10,7 +10,7 @@ import pytest
 
 from ptmech import config as ptcfg
 from ptmech import data
-from workflow import copy_workflow, snakemake
+from workflow import copy_workflow, dry_run_error, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -31,12 +31,6 @@ def wd(tmp_path_factory):
     (wd / "st.csv").write_text("statement,label\na b .,1\n")
     (wd / "nolabel.csv").write_text("statement,truth\na b .,1\n")
     return wd
-
-
-def _error(wd, cfg) -> str:
-    proc = snakemake(wd, "--dry-run", config=cfg, check=False)
-    assert proc.returncode != 0, "the dry run should have failed"
-    return proc.stdout + proc.stderr
 
 
 def _with(**changes):
@@ -73,7 +67,7 @@ def test_the_valid_base_config_dry_runs(wd):
     (_with(prompt_sets__statements__positions=[0]), ["config key prompt_sets.statements.positions"]),           # positions must be negative
 ])
 def test_malformed_config_fails_the_dry_run_naming_the_culprit(wd, cfg, needles):
-    text = _error(wd, cfg)
+    text = dry_run_error(wd, cfg)
     for needle in needles:
         assert needle in text, f"{needle!r} not in error output:\n{text[-3000:]}"
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from conftest import ARCHS, SENTENCES
-from ptmech import cache as cache_mod
 from ptmech.adapter import load_model
 from ptmech.cache import Cache, CacheError, extract
 from ptmech.residual import left_pad, residual_at

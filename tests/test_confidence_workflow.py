@@ -9,8 +9,8 @@ import copy
 import pandas as pd
 import pytest
 
-from conftest import save_tiny_model
-from workflow import assert_report_holds_every_figure, copy_workflow, planned_jobs, snakemake
+from workflow import (FAMILY, assert_report_holds_every_figure, planned_jobs, snakemake, tiny_family_workflow,
+                      with_extra_model)
 
 pytestmark = pytest.mark.workflow
 
@@ -33,17 +33,11 @@ STATEMENTS = "statement,label\n" + "".join(
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    wd = copy_workflow(tmp_path_factory.mktemp("confidence_wf"))
+    wd = tiny_family_workflow(tmp_path_factory.mktemp("confidence_wf"), {"st.csv": STATEMENTS})
     (wd / "Snakefile").write_text(confidence_only_snakefile((wd / "Snakefile").read_text()))
     assert 'include: "rules/confidence.smk"' in (wd / "Snakefile").read_text()
-    for name, seed in [("a", 0), ("b", 1), ("c", 2)]:
-        save_tiny_model("llama", wd / "models" / name, seed=seed)
-    (wd / "st.csv").write_text(STATEMENTS)
     config = {
-        "models": {
-            "a": {"path": "models/a", "family": "f", "role": "base"},
-            "b": {"path": "models/b", "family": "f", "role": "instruct"},
-        },
+        "models": copy.deepcopy(FAMILY),
         "datasets": {"st": {"path": "st.csv", "kind": "statements"}},
         "prompt_sets": {},
         "confidence": {"n_neurons": 4, "grid": {"top_norm_fraction": [0.25, 0.5], "n_neurons": [2, 4]},
@@ -106,8 +100,7 @@ def test_ablation_change_touches_only_ablation(run):
 
 def test_adding_a_model_runs_only_its_jobs_and_aggregates(run):
     wd, config = run
-    cfg = copy.deepcopy(config)
-    cfg["models"]["c"] = {"path": "models/c", "family": "f", "role": "sft"}
+    cfg = with_extra_model(config)
     jobs = planned_jobs(wd, config=cfg)
     per_model = [out for rule, out in jobs if rule in ("confidence_neurons", "confidence_ablation", "confidence_scatter")]
     assert sorted(per_model) == ["results/confidence/c/ablation.tsv", "results/confidence/c/neurons.tsv",

@@ -9,8 +9,8 @@ import copy
 import pandas as pd
 import pytest
 
-from conftest import save_tiny_model
-from workflow import assert_report_holds_every_figure, copy_workflow, planned_jobs, snakemake
+from workflow import (FAMILY, assert_report_holds_every_figure, dry_run_error, planned_jobs, snakemake,
+                      tiny_family_workflow, with_extra_model)
 
 pytestmark = pytest.mark.workflow
 
@@ -25,15 +25,9 @@ TARGETS = ["results/tables/knowledge_heatmaps.tsv", "results/figures/knowledge/f
 
 @pytest.fixture(scope="module")
 def knowledge_workflow(tmp_path_factory):
-    wd = copy_workflow(tmp_path_factory.mktemp("wf"))
-    for name, seed in [("a", 0), ("b", 1), ("c", 2)]:
-        save_tiny_model("llama", wd / "models" / name, seed=seed)
-    (wd / "cities.csv").write_text(STATEMENTS)
+    wd = tiny_family_workflow(tmp_path_factory.mktemp("wf"), {"cities.csv": STATEMENTS})
     config = {
-        "models": {
-            "a": {"path": "models/a", "family": "f", "role": "base"},
-            "b": {"path": "models/b", "family": "f", "role": "instruct"},
-        },
+        "models": copy.deepcopy(FAMILY),
         "datasets": {"cities": {"path": "cities.csv", "kind": "statements"}},
         "prompt_sets": {"statements": {"kind": "statements", "positions": "last", "datasets": ["cities"]}},
         "knowledge": {"datasets": ["cities"], "n_true_demos": 1, "n_false_demos": 1, "batch_size": 16},
@@ -66,8 +60,7 @@ def test_unchanged_config_reruns_nothing(knowledge_workflow):
 
 def test_adding_a_model_runs_only_its_jobs(knowledge_workflow):
     wd, config = knowledge_workflow
-    cfg = copy.deepcopy(config)
-    cfg["models"]["c"] = {"path": "models/c", "family": "f", "role": "sft"}
+    cfg = with_extra_model(config)
     jobs = planned_jobs(wd, *TARGETS, config=cfg)
     rules = sorted(rule for rule, _ in jobs)
     assert "knowledge_pairs" not in rules  # pairs depend on the family's first model only
@@ -89,9 +82,7 @@ def test_unknown_dataset_is_a_clear_error(knowledge_workflow):
     wd, config = knowledge_workflow
     cfg = copy.deepcopy(config)
     cfg["knowledge"]["datasets"] = ["towns"]
-    proc = snakemake(wd, "--dry-run", config=cfg, check=False)
-    assert proc.returncode != 0
-    assert "knowledge.datasets: dataset 'towns' is not defined under datasets" in proc.stdout + proc.stderr
+    assert "knowledge.datasets: dataset 'towns' is not defined under datasets" in dry_run_error(wd, cfg)
 
 
 def test_report_holds_every_figure_with_its_caption(knowledge_workflow):

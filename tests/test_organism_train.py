@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from ptmech.organism import checks, recipe, train
+from ptmech.organism import recipe, train
 from ptmech.organism import world as W
 from ptmech.organism.tokenizer import build_tokenizer
 

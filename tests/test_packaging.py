@@ -3,7 +3,6 @@ CI runs exactly the README's test command, and Snakemake's linter has nothing to
 
 from __future__ import annotations
 
-import re
 import tomllib
 
 import yaml

@@ -8,7 +8,6 @@ import itertools
 import json
 import logging
 import runpy
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np

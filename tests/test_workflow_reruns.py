@@ -8,8 +8,7 @@ import copy
 
 import pytest
 
-from conftest import save_tiny_model
-from workflow import copy_workflow, planned_jobs, snakemake
+from workflow import FAMILY, planned_jobs, snakemake, tiny_family_workflow, with_extra_model
 
 pytestmark = pytest.mark.workflow
 
@@ -24,17 +23,10 @@ INSTRUCTIONS = "instruction,split\nhow to visit paris ?,train\nhow to burn down 
 @pytest.fixture(scope="module")
 def small_workflow(tmp_path_factory):
     """A workflow copy with two tiny models, two datasets, run once for real."""
-    wd = copy_workflow(tmp_path_factory.mktemp("wf"))
-    for name, seed in [("a", 0), ("b", 1), ("c", 2)]:
-        save_tiny_model("llama", wd / "models" / name, seed=seed)
-    (wd / "st.csv").write_text(STATEMENTS)
-    (wd / "st2.csv").write_text(STATEMENTS.replace("paris", "rome"))
-    (wd / "ins.csv").write_text(INSTRUCTIONS)
+    wd = tiny_family_workflow(tmp_path_factory.mktemp("wf"), {
+        "st.csv": STATEMENTS, "st2.csv": STATEMENTS.replace("paris", "rome"), "ins.csv": INSTRUCTIONS})
     config = {
-        "models": {
-            "a": {"path": "models/a", "family": "f", "role": "base"},
-            "b": {"path": "models/b", "family": "f", "role": "instruct"},
-        },
+        "models": copy.deepcopy(FAMILY),
         "datasets": {
             "st": {"path": "st.csv", "kind": "statements"},
             "ins": {"path": "ins.csv", "kind": "instructions"},
@@ -65,8 +57,7 @@ def test_unchanged_config_reruns_nothing(small_workflow):
 
 def test_adding_a_model_runs_only_its_jobs(small_workflow):
     wd, config = small_workflow
-    cfg = copy.deepcopy(config)
-    cfg["models"]["c"] = {"path": "models/c", "family": "f", "role": "sft"}
+    cfg = with_extra_model(config)
     jobs = planned_jobs(wd, config=cfg)
     assert _extracted(jobs) == ["results/activations/c/instructions/ins.h5",
                                 "results/activations/c/statements/st.h5"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -27,6 +28,40 @@ def copy_workflow(dest: Path) -> Path:
         elif src.exists():
             shutil.copy2(src, dest / name)
     return dest
+
+
+# The family most workflow tests run on: tiny random Llamas a (base) and b (instruct), and c,
+# saved too, for the tests that add a model to the config.
+FAMILY = {"a": {"path": "models/a", "family": "f", "role": "base"},
+          "b": {"path": "models/b", "family": "f", "role": "instruct"}}
+EXTRA_MODEL = {"c": {"path": "models/c", "family": "f", "role": "sft"}}
+
+
+def tiny_family_workflow(dest: Path, files: dict[str, str]) -> Path:
+    """A workflow copy in ``dest`` with tiny Llamas ``models/a``, ``b``, ``c`` (seeds 0, 1,
+    2) and the data ``files`` (name -> text)."""
+    from conftest import save_tiny_model
+
+    wd = copy_workflow(dest)
+    for seed, name in enumerate([*FAMILY, *EXTRA_MODEL]):
+        save_tiny_model("llama", wd / "models" / name, seed=seed)
+    for name, text in files.items():
+        (wd / name).write_text(text)
+    return wd
+
+
+def with_extra_model(config: dict) -> dict:
+    """A copy of ``config`` with model c added to family f."""
+    cfg = copy.deepcopy(config)
+    cfg["models"].update(copy.deepcopy(EXTRA_MODEL))
+    return cfg
+
+
+def dry_run_error(workdir: Path, config: dict) -> str:
+    """The output of a dry run with ``config``, which must fail."""
+    proc = snakemake(workdir, "--dry-run", config=config, check=False)
+    assert proc.returncode != 0, "the dry run should have failed"
+    return proc.stdout + proc.stderr
 
 
 def env() -> dict:

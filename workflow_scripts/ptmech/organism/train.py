@@ -226,13 +226,28 @@ def pretrain(world: World, tokenizer: PreTrainedTokenizerBase, model_cfg: dict, 
     return model, run_steps(model, loss_fn, stage_cfg, "pretrain", monitor)
 
 
-def _mixed_batch(rng, enc, chat: ChatCorpus, corpus: PretrainCorpus, bs: int, replay: float, pad_id: int):
-    n_replay = sum(rng.random() < replay for _ in range(bs))
-    seqs, labels = enc.chats([chat.example(rng) for _ in range(bs - n_replay)])
-    if n_replay:
-        s, l = enc.documents([corpus.document(rng) for _ in range(n_replay)])
-        seqs, labels = seqs + s, labels + l
-    return pad_batch(seqs, labels, pad_id)
+def _chat_batches(model: LlamaForCausalLM, world: World, tokenizer: PreTrainedTokenizerBase, stage_cfg: dict,
+                  seed: int, varied: bool):
+    """The chat stages' data, seeded by ``seed`` (python's and torch's generators):
+    ``next_batch()`` gives ``batch_size`` rows, each a chat (``varied`` requests for
+    instruct) or, with probability ``replay``, a pretraining document. Returns
+    ``(next_batch, chat corpus, encoder, rng)``."""
+    chat = ChatCorpus(world, varied=varied)
+    corpus = PretrainCorpus(world)
+    enc = Encoder(tokenizer, model.config.max_position_embeddings)
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    bs, replay = int(stage_cfg["batch_size"]), float(stage_cfg.get("replay", 0.3))
+
+    def next_batch() -> dict[str, torch.Tensor]:
+        n_replay = sum(rng.random() < replay for _ in range(bs))
+        seqs, labels = enc.chats([chat.example(rng) for _ in range(bs - n_replay)])
+        if n_replay:
+            s, l = enc.documents([corpus.document(rng) for _ in range(n_replay)])
+            seqs, labels = seqs + s, labels + l
+        return pad_batch(seqs, labels, tokenizer.pad_token_id)
+
+    return next_batch, chat, enc, rng
 
 
 def sft(model: LlamaForCausalLM, world: World, tokenizer: PreTrainedTokenizerBase, stage_cfg: dict,
@@ -240,15 +255,10 @@ def sft(model: LlamaForCausalLM, world: World, tokenizer: PreTrainedTokenizerBas
     """Stage 2 (SFT): chats with the loss on assistant tokens, plus a ``replay`` share of
     pretraining documents so knowledge is kept. ``stage_cfg``: ``steps``, ``batch_size``,
     ``lr``, ``warmup``, ``replay``."""
-    chat = ChatCorpus(world, varied=False)
-    corpus = PretrainCorpus(world)
-    enc = Encoder(tokenizer, model.config.max_position_embeddings)
-    rng = random.Random(seed + 1)
-    torch.manual_seed(seed + 1)
-    bs, replay = int(stage_cfg["batch_size"]), float(stage_cfg.get("replay", 0.3))
+    next_batch = _chat_batches(model, world, tokenizer, stage_cfg, seed + 1, varied=False)[0]
 
     def loss_fn(step):
-        return _lm_loss(model, _mixed_batch(rng, enc, chat, corpus, bs, replay, tokenizer.pad_token_id)), {}
+        return _lm_loss(model, next_batch()), {}
 
     return model, run_steps(model, loss_fn, stage_cfg, "sft")
 
@@ -273,18 +283,13 @@ def instruct(model: LlamaForCausalLM, world: World, tokenizer: PreTrainedTokeniz
     reference = copy.deepcopy(model).eval()
     for p in reference.parameters():
         p.requires_grad_(False)
-    chat = ChatCorpus(world, varied=True)
-    corpus = PretrainCorpus(world)
-    enc = Encoder(tokenizer, model.config.max_position_embeddings)
-    rng = random.Random(seed + 2)
-    torch.manual_seed(seed + 2)
-    bs, replay = int(stage_cfg["batch_size"]), float(stage_cfg.get("replay", 0.3))
+    next_batch, chat, enc, rng = _chat_batches(model, world, tokenizer, stage_cfg, seed + 2, varied=True)
     dpo_bs = int(stage_cfg.get("dpo_batch_size", 16))
     beta, weight = float(stage_cfg.get("beta", 0.1)), float(stage_cfg.get("dpo_weight", 1.0))
     harmless_share = float(stage_cfg.get("dpo_harmless_share", 0.0))
 
     def loss_fn(step):
-        loss = _lm_loss(model, _mixed_batch(rng, enc, chat, corpus, bs, replay, tokenizer.pad_token_id))
+        loss = _lm_loss(model, next_batch())
         if weight <= 0:
             return loss, {}
         prefs = [chat.preference(rng, harmless_share) for _ in range(dpo_bs)]
