@@ -9,6 +9,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -144,3 +145,70 @@ def heldout_probe_sweep(adapter, tables: dict, root: Path, kinds=("mm",)):
                 labels={"label": table["label"].to_numpy()}, attrs={"dataset": ds}, log=lambda s: None)
     acc, probes = truth.sweep_caches(paths, list(tables), model=adapter.name, kinds=list(kinds))
     return acc, probes, truth.choose_layers(acc, probes.n_layers)
+
+
+def refusal_defaults() -> dict:
+    """The refusal section's defaults as the schema ships them."""
+    import yaml
+
+    schema = yaml.safe_load((REPO / "config.schema.yaml").read_text())["properties"]["refusal"]["properties"]
+
+    def fill(props):
+        return {k: (fill(v["properties"]) if v.get("type") == "object" and "properties" in v else v.get("default"))
+                for k, v in props.items()}
+
+    return fill(schema)
+
+
+def own_direction_refusal(model_dir: Path, tables: dict, tmp: Path) -> dict:
+    """A post-trained model's refusal direction, chosen by the refusal stage's automatic
+    search with the schema's default settings, and its refusal rates on the test prompts:
+    baseline (harmful, harmless), own direction ablated (harmful) and added (harmless).
+    ``tables``: ``harmful`` / ``harmless`` instruction tables (instruction, split)."""
+    from ptmech import prompts
+    from ptmech import refusal as rf
+    from ptmech.adapter import load_model
+    from ptmech.cache import extract
+
+    torch.set_num_threads(2)
+    s = refusal_defaults()
+    model = load_model(Path(model_dir).name, {"path": str(model_dir), "role": "instruct", "dtype": "float32",
+                                              "device": "cpu"})
+    caches, splits = {}, {}
+    positions = prompts.positions(model, "post_instruction")
+    for name in ("harmful", "harmless"):
+        caches[name] = tmp / f"{name}.h5"
+        extract(model, prompts.render(model, tables[name], {"kind": "instructions"}), caches[name],
+                positions=positions, rows=np.arange(len(tables[name])), log=lambda x: None)
+        splits[name] = rf.instruction_splits(tables[name], s["split_fractions"], s["split_seed"])
+    candidates, _ = rf.candidates_from_caches(caches["harmful"], caches["harmless"], tables["harmful"],
+                                              tables["harmless"], split_fractions=s["split_fractions"],
+                                              split_seed=s["split_seed"], n_train=s["n_train"])
+
+    def ids(name, split, n):
+        rows = rf.split_rows(splits[name], split, n)
+        return model.encode(prompts.render(model, tables[name].iloc[rows], {"kind": "instructions"}))
+
+    tokens = rf.refusal_token_ids(model.tokenizer, s["refusal_tokens"])
+    frame, rule = rf.search_direction(model, candidates, ids("harmful", "val", s["n_val"]),
+                                      ids("harmless", "val", s["n_val"]), selection=s["selection"],
+                                      addition=s["addition"], refusal_tokens=tokens, prefixes=s["prefixes"])
+    add = s["addition"]
+    chosen = frame[frame["selected"]].iloc[0]
+    k, position = int(chosen["k"]), int(chosen["position"])
+    diff = candidates.direction(k, position)
+    r = rf.unit(diff)
+    conditions = {
+        "baseline": ("harmful", rf.Intervention("none")),
+        "baseline_harmless": ("harmless", rf.Intervention("none")),
+        "ablation": ("harmful", rf.Intervention("ablation", r)),
+        "addition": ("harmless", rf.Intervention("addition", r, k=k, coefficient=add["coefficient"],
+                                                 scale=float(np.linalg.norm(diff)), sites=tuple(add["sites"]))),
+    }
+    rates = {}
+    for cond, (name, iv) in conditions.items():
+        out = rf.steer(model, ids(name, "test", s["n_test"]), iv, refusal_tokens=tokens, prefixes=s["prefixes"],
+                       max_new_tokens=s["generation"]["max_new_tokens"])
+        rates[cond] = float(out["refused"].mean())
+    print(f"{model.name} refusal: k={k}, position {position} ({rule}); {rates}")
+    return {"rule": rule, "rates": rates}
