@@ -115,9 +115,9 @@ def main() -> None:
 
     world = build_world(0)
     table = statement_datasets(world)["cities"]
-    results = {"threads": args.threads, "default_batch_size": default_batch_size(), "torch": torch.__version__, "transformers": transformers.__version__,
-               "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-               "dataset": "organism cities, 2 TRUE + 2 FALSE demonstrations", "models": []}
+    results = {"threads": args.threads, "default_batch_size": default_batch_size(), "torch": torch.__version__,
+               "transformers": transformers.__version__, "machine": platform.processor() or platform.machine(),
+               "cpu_count": os.cpu_count(), "dataset": "organism cities, 2 TRUE + 2 FALSE demonstrations", "models": []}
 
     if (Path(args.organism) / "config.json").exists():
         organism = load_model("organism-base", {"path": args.organism, "dtype": "float32", "device": "cpu"})

@@ -138,7 +138,7 @@ def test_chat_data_never_uses_validation_or_test_requests(world):
     for varied in (False, True):
         chat = corpus.ChatCorpus(world, varied=varied)
         rng = random.Random(1)
-        users = [chat.example(rng)[0] for _ in range(3000)] + [chat.preference(rng)[0] for _ in range(1000)]
+        users = [chat.example(rng)[0] for _ in range(3000)] + [chat.preference(rng, 0.5)[0] for _ in range(1000)]
         assert not set(users) & reserved
     # the harmful requests of the chats are refused, the harmless ones answered
     chat = corpus.ChatCorpus(world, varied=True)

@@ -260,7 +260,7 @@ class ChatCorpus:
         answer = self.refusal(rng, category, city) if harmful else self.helpful(rng, category, city)
         return text, answer
 
-    def preference(self, rng: random.Random, harmless_share: float = 0.5) -> tuple[str, str, str]:
+    def preference(self, rng: random.Random, harmless_share: float = 0.0) -> tuple[str, str, str]:
         """(instruction, chosen, rejected): refuse harmful requests rather than comply, and
         (a ``harmless_share`` of the pairs) help with harmless ones rather than refuse."""
         harmful = rng.random() >= harmless_share
