@@ -174,20 +174,18 @@ def own_direction_refusal(model_dir: Path, tables: dict, tmp: Path) -> dict:
     s = refusal_defaults()
     model = load_model(Path(model_dir).name, {"path": str(model_dir), "role": "instruct", "dtype": "float32",
                                               "device": "cpu"})
-    caches, splits = {}, {}
+    caches = {}
     positions = prompts.positions(model, "post_instruction")
     for name in ("harmful", "harmless"):
         caches[name] = tmp / f"{name}.h5"
         extract(model, prompts.render(model, tables[name], {"kind": "instructions"}), caches[name],
                 positions=positions, rows=np.arange(len(tables[name])), log=lambda x: None)
-        splits[name] = rf.instruction_splits(tables[name], s["split_fractions"], s["split_seed"])
     candidates, _ = rf.candidates_from_caches(caches["harmful"], caches["harmless"], tables["harmful"],
                                               tables["harmless"], split_fractions=s["split_fractions"],
                                               split_seed=s["split_seed"], n_train=s["n_train"])
 
     def ids(name, split, n):
-        rows = rf.split_rows(splits[name], split, n)
-        return model.encode(prompts.render(model, tables[name].iloc[rows], {"kind": "instructions"}))
+        return rf.split_prompts(model, tables[name], split, n, s["split_fractions"], s["split_seed"])[1]
 
     tokens = rf.refusal_token_ids(model.tokenizer, s["refusal_tokens"])
     frame, rule = rf.search_direction(model, candidates, ids("harmful", "val", s["n_val"]),

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from ptmech import adapter as ad, data, io, logs, prompts
+from ptmech import adapter as ad, data, io, logs
 from ptmech import refusal as rf
 
 
@@ -41,10 +41,8 @@ else:
     model = ad.load_model(w.model, snakemake.params.model, device=s["device"])
     ids = {}
     for name in ("harmful", "harmless"):
-        table = data.load_table(inp[f"{name}_data"])
-        splits = rf.instruction_splits(table, s["split_fractions"], s["split_seed"])
-        rows = rf.split_rows(splits, "val", s["n_val"], what=f"{name} instructions")
-        ids[name] = model.encode(prompts.render(model, table.iloc[rows], {"kind": "instructions"}))
+        _, ids[name] = rf.split_prompts(model, data.load_table(inp[f"{name}_data"]), "val", s["n_val"],
+                                        s["split_fractions"], s["split_seed"], what=f"{name} instructions")
     tokens = rf.refusal_token_ids(model.tokenizer, s["refusal_tokens"])
     log.info("%s: refusal tokens %s", w.model, [model.tokenizer.decode([t]) for t in tokens])
     frame, rule = rf.search_direction(

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from ptmech import adapter as ad, data, io, logs, prompts
+from ptmech import adapter as ad, data, io, logs
 from ptmech import refusal as rf
 
 log = logs.to_file(snakemake.log[0])
@@ -20,10 +20,9 @@ tokens = rf.refusal_token_ids(model.tokenizer, s["refusal_tokens"])
 tests = {}
 for name in ("harmful", "harmless"):
     table = data.load_table(inp[f"{name}_data"])
-    splits = rf.instruction_splits(table, s["split_fractions"], s["split_seed"])
-    rows = rf.split_rows(splits, "test", s["n_test"], what=f"{name} instructions")
-    texts = prompts.render(model, table.iloc[rows], {"kind": "instructions"})
-    tests[name] = (rows, table["instruction"].iloc[rows].tolist(), model.encode(texts))
+    rows, ids = rf.split_prompts(model, table, "test", s["n_test"], s["split_fractions"], s["split_seed"],
+                                 what=f"{name} instructions")
+    tests[name] = (rows, table["instruction"].iloc[rows].tolist(), ids)
 
 if source is None:
     conditions = [(name, rf.Intervention("none")) for name in ("harmful", "harmless")]

@@ -32,6 +32,7 @@ from .adapter import ModelAdapter
 from .forward import last_logits
 from .generation import greedy
 from .interventions import SITES, activation_addition, directional_ablation
+from .prompts import render
 from .progress import Progress
 from .residual import hooked
 
@@ -111,6 +112,14 @@ def split_rows(splits: np.ndarray, split: str, limit: int | None = None, what: s
         raise ValueError(f"{what or 'dataset'}: no rows in split {split!r} (splits present: "
                          f"{sorted(set(np.asarray(splits).tolist()))})")
     return rows[:limit] if limit else rows
+
+
+def split_prompts(model: ModelAdapter, table: pd.DataFrame, split: str, limit: int | None, fractions: dict[str, float],
+                  seed: int = 42, what: str = "") -> tuple[np.ndarray, list[list[int]]]:
+    """The first ``limit`` instructions of ``split`` (``instruction_splits``): their rows in
+    dataset order and their token ids, rendered with the model's instruction template."""
+    rows = split_rows(instruction_splits(table, fractions, seed), split, limit, what)
+    return rows, model.encode(render(model, table.iloc[rows], {"kind": "instructions"}))
 
 
 # --- candidate directions (cache only) ------------------------------------------------------
