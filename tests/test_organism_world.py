@@ -178,9 +178,8 @@ def test_few_shot_samples_follow_the_paper(tables):
 
 
 def test_world_is_a_function_of_its_seed():
-    a, b = W.build_world(3, n_countries=4, cities_per_country=4, n_words=10, words_per_meaning=2, n_number_pairs=20), \
-        W.build_world(3, n_countries=4, cities_per_country=4, n_words=10, words_per_meaning=2, n_number_pairs=20)
-    c = W.build_world(4, n_countries=4, cities_per_country=4, n_words=10, words_per_meaning=2, n_number_pairs=20)
+    small = dict(n_countries=4, cities_per_country=4, n_words=10, words_per_meaning=2, n_number_pairs=20)
+    a, b, c = W.build_world(3, **small), W.build_world(3, **small), W.build_world(4, **small)
     assert a == b and a != c
     for name in W.STATEMENT_DATASETS:
         pd.testing.assert_frame_equal(W.statement_datasets(a)[name], W.statement_datasets(b)[name])

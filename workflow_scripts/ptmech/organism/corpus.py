@@ -176,10 +176,9 @@ class PretrainCorpus:
             names, weights = zip(*((d, w) for d, w in zip(names, weights) if d in self.seed_pool))
         n = rng.randint(*lines)
         short = rng.random() < self.short_share
-        if rng.random() < 0.8:
-            ds = rng.choices(names, weights)[0]
-            return "\n".join(self.labelled_line(rng, ds, step, short) for _ in range(n))
-        return "\n".join(self.labelled_line(rng, rng.choices(names, weights)[0], step, short) for _ in range(n))
+        one = rng.choices(names, weights)[0] if rng.random() < 0.8 else None  # else a dataset per line
+        return "\n".join(self.labelled_line(rng, one or rng.choices(names, weights)[0], step, short)
+                         for _ in range(n))
 
     def document(self, rng: random.Random, step: int | None = None) -> str:
         """A labelled document with probability ``labelled_share``, else a fact document."""

@@ -136,10 +136,9 @@ class Schedule:
         return self.lr * (1 - (1 - self.min_ratio) * t)
 
 
-def run_steps(model: LlamaForCausalLM, loss_fn, stage_cfg: dict, name: str, monitor=None) -> list[dict]:
+def run_steps(model: LlamaForCausalLM, loss_fn, stage_cfg: dict, name: str) -> list[dict]:
     """Run ``stage_cfg["steps"]`` AdamW steps of ``loss_fn(step) -> (loss, stats)``, logging
-    progress (loss, steps per second, time left) and calling ``monitor(model, step)`` (if
-    given) at each progress line. Returns the per-step log."""
+    progress (loss, steps per second, time left). Returns the per-step log."""
     steps = int(stage_cfg["steps"])
     schedule = Schedule(steps, float(stage_cfg["lr"]), int(stage_cfg.get("warmup", max(1, steps // 20))),
                         float(stage_cfg.get("decay", 0.2)))
@@ -163,10 +162,6 @@ def run_steps(model: LlamaForCausalLM, loss_fn, stage_cfg: dict, name: str, moni
             log.info("%s: step %d/%d loss %.4f %s(%.1f steps/s, %.0f s left)", name, step + 1, steps,
                      float(loss.detach()), "".join(f"{k} {v:.4f} " for k, v in stats.items()), rate,
                      (steps - step - 1) / rate)
-            if monitor is not None:
-                model.eval()
-                monitor(model, step + 1)
-                model.train()
     model.eval()
     return history
 
@@ -188,7 +183,7 @@ def _lm_loss(model, batch, upweight: tuple[list[int], float] | None = None) -> t
 
 
 def pretrain(world: World, tokenizer: PreTrainedTokenizerBase, model_cfg: dict, stage_cfg: dict,
-             seed: int, monitor=None) -> tuple[LlamaForCausalLM, list[dict]]:
+             seed: int) -> tuple[LlamaForCausalLM, list[dict]]:
     """Stage 1 (base): next-token loss on pretraining documents. Each step takes
     ``batch_size`` fact documents and ``labelled_batch_size`` short TRUE / FALSE documents
     (``labelled_lines`` lines each; two forward passes, so that short documents are not
@@ -223,7 +218,7 @@ def pretrain(world: World, tokenizer: PreTrainedTokenizerBase, model_cfg: dict, 
         return total / count, {}
 
     log.info("pretraining a %d-parameter model for %d steps", n_parameters(model), stage_cfg["steps"])
-    return model, run_steps(model, loss_fn, stage_cfg, "pretrain", monitor)
+    return model, run_steps(model, loss_fn, stage_cfg, "pretrain")
 
 
 def _chat_batches(model: LlamaForCausalLM, world: World, tokenizer: PreTrainedTokenizerBase, stage_cfg: dict,
