@@ -65,21 +65,56 @@ def test_label_weight_counts_the_chosen_targets_that_many_times(small):
     model = train.init_model(tok, SMALL_MODEL, 0)
     enc = train.Encoder(tok, 256)
     seqs, labels = enc.documents(["The city of X is in Y . This statement is : TRUE", "a b"])
-    batch = train.pad_batch(seqs, labels, tok.pad_token_id)
+    batch = train.pack_batch(seqs, labels, tok.pad_token_id)
     true_id = tok.convert_tokens_to_ids("TRUE")
     with torch.no_grad():
         plain = float(train._lm_loss(model, batch))
         assert float(train._lm_loss(model, batch, ([true_id], 1.0))) == pytest.approx(plain, rel=1e-5)
         assert float(train._lm_loss(model, batch, ([10**6], 7.0))) == pytest.approx(plain, rel=1e-5)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-        target = batch["labels"][:, 1:]
-        keep = target != train.IGNORE
-        per_token = torch.nn.functional.cross_entropy(logits[keep], target[keep], reduction="none")
-        w = torch.where(target[keep] == true_id, 5.0, 1.0)
-        assert int((target[keep] == true_id).sum()) == 1
+        # the reference: each document alone, the loss of every token after the first
+        per_token, targets = [], []
+        for s in seqs:
+            ids = torch.tensor([s])
+            per_token.append(torch.nn.functional.cross_entropy(model(ids).logits[0, :-1], ids[0, 1:],
+                                                               reduction="none"))
+            targets.append(ids[0, 1:])
+        per_token, targets = torch.cat(per_token), torch.cat(targets)
+        assert plain == pytest.approx(float(per_token.mean()), rel=1e-5)
+        w = torch.where(targets == true_id, 5.0, 1.0)
+        assert int((targets == true_id).sum()) == 1
         weighted = float(train._lm_loss(model, batch, ([true_id], 5.0)))
     assert weighted == pytest.approx(float((per_token * w).sum() / w.sum()), rel=1e-5)
     assert weighted != pytest.approx(plain, rel=1e-3)
+
+
+def test_packed_sequences_see_only_themselves(small):
+    """Packing many sequences into rows changes no logit: each packed sequence's logits
+    equal those of the sequence run alone, its first token is never a target, and the
+    per-sequence log-probabilities are the sums over its labelled tokens alone."""
+    world, tok = small
+    model = train.init_model(tok, SMALL_MODEL, 3)
+    enc = train.Encoder(tok, 256)
+    docs = ["a b", "The city of X is in Y .", "x", "This statement is : TRUE\nThis statement is : FALSE", "b a b"]
+    seqs, labels = enc.documents(docs)
+    chat_seqs, chat_labels = enc.chats([("Where is X?", "I cannot help with that."), ("Hi", "Sure.")])
+    seqs, labels = seqs + chat_seqs, labels + chat_labels
+    batch = train.pack_batch(seqs, labels, tok.pad_token_id, capacity=24)
+    rows, T = batch["input_ids"].shape
+    assert rows < len(seqs)  # several sequences share a row
+    assert sorted(set(batch["seq"].flatten().tolist()) - {-1}) == list(range(len(seqs)))
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        logprobs = train.sequence_logprobs(model, batch)
+        for i, (s, l) in enumerate(zip(seqs, labels)):
+            where = batch["seq"] == i
+            assert batch["input_ids"][where].tolist() == s
+            alone = model(torch.tensor([s])).logits[0]
+            torch.testing.assert_close(packed[where], alone, atol=1e-5, rtol=1e-5)
+            kept = batch["labels"][where]
+            assert kept[0] == train.IGNORE and kept[1:].tolist() == l[1:]
+            lp = torch.log_softmax(alone[:-1], -1)
+            expected = sum(float(lp[t - 1, x]) for t, x in enumerate(l) if t > 0 and x != train.IGNORE)
+            assert float(logprobs[i]) == pytest.approx(expected, rel=1e-5)
 
 
 def test_later_stages_are_deterministic_too(small, tmp_path):
