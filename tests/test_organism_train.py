@@ -45,6 +45,7 @@ def test_same_seed_gives_bit_identical_weights(small):
     b, hb = _pretrain(small, 7)
     c, _ = _pretrain(small, 8)
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert a.config._attn_implementation == "sdpa"  # trained with TRAIN_ATTENTION, saved with the default
     assert sa.keys() == sb.keys()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert [h["loss"] for h in ha] == [h["loss"] for h in hb]
@@ -87,12 +88,15 @@ def test_label_weight_counts_the_chosen_targets_that_many_times(small):
     assert weighted != pytest.approx(plain, rel=1e-3)
 
 
-def test_packed_sequences_see_only_themselves(small):
+@pytest.mark.parametrize("attention", ["sdpa", train.TRAIN_ATTENTION])
+def test_packed_sequences_see_only_themselves(small, attention):
     """Packing many sequences into rows changes no logit: each packed sequence's logits
     equal those of the sequence run alone, its first token is never a target, and the
-    per-sequence log-probabilities are the sums over its labelled tokens alone."""
+    per-sequence log-probabilities are the sums over its labelled tokens alone (with the
+    saved models' attention and the one used in training)."""
     world, tok = small
     model = train.init_model(tok, SMALL_MODEL, 3)
+    model.set_attn_implementation(attention)
     enc = train.Encoder(tok, 256)
     docs = ["a b", "The city of X is in Y .", "x", "This statement is : TRUE\nThis statement is : FALSE", "b a b"]
     seqs, labels = enc.documents(docs)
