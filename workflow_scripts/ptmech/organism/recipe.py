@@ -34,11 +34,11 @@ DEFAULTS: dict = {
     "pretrain": {"steps": 1200, "batch_size": 16, "labelled_batch_size": 32, "labelled_lines": [1, 5],
                  "curriculum_steps": 400, "label_weight": 5, "short_share": 0.5, "lr": 0.003,
                  "warmup": 50, "weight_decay": 0.1},
-    "sft": {"steps": 200, "batch_size": 32, "lr": 0.001, "warmup": 10, "replay": 0.3},
+    "sft": {"steps": 150, "batch_size": 32, "lr": 0.001, "warmup": 10, "replay": 0.3},
     # Preference pairs only on harmful requests (refuse rather than comply): pairs that also
     # push harmless requests away from refusing gave a model whose refusal could be removed
     # along its difference-of-means direction but not induced by adding it (issue 5).
-    "instruct": {"steps": 100, "batch_size": 32, "lr": 0.0005, "warmup": 10, "replay": 0.3,
+    "instruct": {"steps": 75, "batch_size": 32, "lr": 0.0005, "warmup": 10, "replay": 0.3,
                  "dpo_weight": 1.0, "dpo_batch_size": 16, "beta": 0.1, "dpo_harmless_share": 0.0},
     "checks": {"max_new_tokens": 8},
 }

@@ -29,9 +29,9 @@ from .world import World
 log = logging.getLogger(__name__)
 
 IGNORE = -100
-# pretraining packs its documents into rows of at least 96 tokens: fact documents are 50-90
+# pretraining packs its documents into rows of at least 128 tokens: fact documents are 50-90
 # tokens long, and rows of the longest document would hold little else
-PRETRAIN_ROW = 96
+PRETRAIN_ROW = 128
 # the attention used while training: for 16-dimensional heads on a CPU, plain matmuls
 # (eager) are about 10% faster a step than scaled_dot_product_attention; the saved models
 # keep transformers' default
