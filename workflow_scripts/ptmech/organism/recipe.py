@@ -34,6 +34,12 @@ DEFAULTS: dict = {
     "pretrain": {"steps": 1200, "batch_size": 16, "labelled_batch_size": 32, "labelled_lines": [1, 5],
                  "curriculum_steps": 400, "label_weight": 5, "short_share": 0.5, "lr": 0.003,
                  "warmup": 50, "weight_decay": 0.1},
+    # Short post-training (150 + 75 steps, about 25 s each) is enough for refusal and keeps
+    # knowledge. Whether the instruct model's refusal then runs along one direction that can
+    # be ablated within the KL filter depends on the base model's weights, not only on these
+    # stages: of four 1200-step bases that differ only in floating-point rounding (padded or
+    # packed batches, SDPA or eager attention), three gave one. CI checks it
+    # (tests/test_organism_recipe.py).
     "sft": {"steps": 150, "batch_size": 32, "lr": 0.001, "warmup": 10, "replay": 0.3},
     # Preference pairs only on harmful requests (refuse rather than comply): pairs that also
     # push harmless requests away from refusing gave a model whose refusal could be removed
