@@ -62,7 +62,7 @@ def test_schedule_warms_up_holds_then_decays_to_its_floor():
 def test_label_weight_counts_the_chosen_targets_that_many_times(small):
     """The weighted loss is the mean over per-token losses with weight w on the chosen
     targets: with w = 1, or with ids that never occur, it is the model's own loss."""
-    world, tok = small
+    _, tok = small
     model = train.init_model(tok, SMALL_MODEL, 0)
     enc = train.Encoder(tok, 256)
     seqs, labels = enc.documents(["The city of X is in Y . This statement is : TRUE", "a b"])
@@ -94,7 +94,7 @@ def test_packed_sequences_see_only_themselves(small, attention):
     equal those of the sequence run alone, its first token is never a target, and the
     per-sequence log-probabilities are the sums over its labelled tokens alone (with the
     saved models' attention and the one used in training)."""
-    world, tok = small
+    _, tok = small
     model = train.init_model(tok, SMALL_MODEL, 3)
     model.set_attn_implementation(attention)
     enc = train.Encoder(tok, 256)
@@ -103,8 +103,7 @@ def test_packed_sequences_see_only_themselves(small, attention):
     chat_seqs, chat_labels = enc.chats([("Where is X?", "I cannot help with that."), ("Hi", "Sure.")])
     seqs, labels = seqs + chat_seqs, labels + chat_labels
     batch = train.pack_batch(seqs, labels, tok.pad_token_id, capacity=24)
-    rows, T = batch["input_ids"].shape
-    assert rows < len(seqs)  # several sequences share a row
+    assert batch["input_ids"].shape[0] < len(seqs)  # several sequences share a row
     assert sorted(set(batch["seq"].flatten().tolist()) - {-1}) == list(range(len(seqs)))
     with torch.no_grad():
         packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
