@@ -1,5 +1,6 @@
-"""The project's promises about itself: the conda environment lists what pyproject does,
-CI runs exactly the README's test command, and Snakemake's linter has nothing to say."""
+"""The project's promises about itself: the lock pins every requirement of pyproject within
+its range, the conda environment pins the same versions, CI runs exactly the README's test
+command (which installs with the lock), and Snakemake's linter has nothing to say."""
 
 from __future__ import annotations
 
@@ -7,19 +8,61 @@ import tomllib
 
 import yaml
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from workflow import REPO, copy_workflow, snakemake
 
 
-def _requirements(lines):
-    return {Requirement(x).name.lower(): str(Requirement(x).specifier) for x in lines}
+def lock() -> dict[str, str]:
+    """constraints.txt as canonical name -> pinned version (every line must be ``name==version``)."""
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            req = Requirement(line)
+            (spec,) = req.specifier
+            assert spec.operator == "==" and not req.marker, f"constraints.txt: {line!r} is not an exact pin"
+            assert canonicalize_name(req.name) not in pins, f"constraints.txt pins {req.name} twice"
+            pins[canonicalize_name(req.name)] = spec.version
+    return pins
 
 
-def test_conda_env_lists_the_same_packages_as_pyproject():
+def pyproject_requirements() -> list[Requirement]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = [r for name, reqs in project["optional-dependencies"].items() for r in reqs]
+    return [Requirement(r) for r in project["dependencies"] + extras]
+
+
+def test_lock_pins_every_requirement_of_pyproject_within_its_range():
+    pins = lock()
+    for req in pyproject_requirements():
+        name = canonicalize_name(req.name)
+        assert name in pins, f"constraints.txt does not pin {req.name} (required by pyproject.toml)"
+        assert req.specifier.contains(pins[name], prereleases=True), \
+            f"constraints.txt pins {req.name}=={pins[name]}, outside pyproject's {req.specifier}"
+
+
+def test_lock_pins_what_the_installed_packages_require():
+    """Every dependency of a locked package is locked too (the lock is closed), so pip -c
+    leaves nothing to the day's newest release. Checked against this environment's metadata."""
+    import importlib.metadata as md
+
+    pins = lock()
+    for name in pins:
+        for dep in md.distribution(name).requires or []:
+            req = Requirement(dep)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                assert canonicalize_name(req.name) in pins, f"{name} requires {req.name}, which is not locked"
+
+
+def test_conda_env_pins_pyproject_dependencies_at_the_locked_versions():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     env = yaml.safe_load((REPO / "envs" / "ptmech.yaml").read_text())
-    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    assert _requirements(pip) == _requirements(project["dependencies"])
+    pip = [Requirement(x) for x in next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))]
+    pins = lock()
+    assert sorted(canonicalize_name(r.name) for r in pip) == sorted(
+        canonicalize_name(Requirement(r).name) for r in project["dependencies"])
+    for req in pip:
+        assert str(req.specifier) == f"=={pins[canonicalize_name(req.name)]}", f"envs/ptmech.yaml: {req}"
     assert "python=3.11" in env["dependencies"]
 
 
@@ -30,6 +73,8 @@ def test_readme_starts_with_the_two_commands_and_ci_runs_the_second():
     run, test = code[0], code[1]
     assert "snakemake --cores" in run
     assert "pytest" in test
+    for command in (run, test):
+        assert "-c constraints.txt" in command, f"{command!r} does not install with the lock"
     ci = (REPO / ".ci" / "run").read_text().splitlines()
     assert test in ci, f"{test!r} is not a line of .ci/run"
 
