@@ -15,6 +15,11 @@ _problem = ptcfg.schema_errors(config, SCHEMA)
 if _problem:
     raise WorkflowError(f"invalid config: {_problem}")
 validate(config, SCHEMA)  # fills in the schema's defaults
+# Sorted keys and one spelling of each number, so that params (compared as written) change
+# only when the config's meaning does.
+_canonical = ptcfg.canonical(config)
+config.clear()
+config.update(_canonical)
 try:
     ptcfg.check(config)
 except ptcfg.ConfigError as e:

@@ -96,3 +96,72 @@ def test_extraction_settings_do_re_extract(small_workflow):
     cfg["prompt_sets"]["statements"]["positions"] = {"last_n": 2}
     assert _extracted(planned_jobs(wd, config=cfg)) == ["results/activations/a/statements/st.h5",
                                                         "results/activations/b/statements/st.h5"]
+
+
+def _rewritten(config: dict) -> str:
+    """``config`` as another YAML text of the same meaning: keys in reverse order at every
+    level below the ordered sections, flow style, and 1.0 for every integer but booleans."""
+    import yaml
+
+    def shuffle(value, top=False):
+        if isinstance(value, dict):
+            keys = list(value) if top else list(reversed(sorted(value)))
+            return {k: shuffle(value[k]) for k in keys}
+        if isinstance(value, list):
+            return [shuffle(v) for v in value]
+        return value
+
+    return yaml.safe_dump({k: shuffle(v, top=k in ("models", "datasets", "prompt_sets"))
+                           for k, v in reversed(list(config.items()))}, default_flow_style=True, sort_keys=False)
+
+
+def _as_workflow_sees_it(config: dict) -> str:
+    """What every job's params are sliced from: the config validated against the schema
+    (defaults filled in) and made canonical, as rules/common.smk does, written as repr
+    (which is how Snakemake compares params)."""
+    from snakemake.utils import validate
+
+    from ptmech import config as ptcfg
+    from workflow import REPO
+
+    cfg = copy.deepcopy(config)
+    validate(cfg, str(REPO / "config.schema.yaml"))
+    return repr(ptcfg.canonical(cfg))
+
+
+def test_the_default_config_rewritten_without_changing_its_meaning_gives_the_same_params():
+    """The default config with reordered keys, flow style, explicit defaults and 0.25 as
+    0.250: every slice a job receives is the same."""
+    import yaml
+    from snakemake.utils import validate
+
+    from workflow import REPO
+
+    default = yaml.safe_load((REPO / "config.yaml").read_text())
+    explicit = copy.deepcopy(default)
+    validate(explicit, str(REPO / "config.schema.yaml"))  # every default written out
+    rewritten = yaml.safe_load(_rewritten(explicit).replace("0.25", "0.250"))
+    assert list(rewritten["truth"]) != list(default["truth"])  # the rewrite did reorder
+    assert _as_workflow_sees_it(rewritten) == _as_workflow_sees_it(default)
+    # and the converse: a change of meaning is seen
+    changed = copy.deepcopy(default)
+    changed["confidence"]["n_neurons"] = 11
+    assert _as_workflow_sees_it(changed) != _as_workflow_sees_it(default)
+
+
+def test_a_config_rewritten_without_changing_its_meaning_reruns_nothing(small_workflow):
+    """The real run's config, rewritten (reordered keys, flow style, explicit defaults,
+    2.0 for 2): a dry run plans nothing."""
+    import yaml
+    from snakemake.utils import validate
+
+    from workflow import REPO
+
+    wd, config = small_workflow
+    explicit = copy.deepcopy(config)
+    validate(explicit, str(REPO / "config.schema.yaml"))
+    text = _rewritten(explicit).replace("batch_size: 2", "batch_size: 2.0")
+    (wd / "rewritten.yaml").write_text(text)
+    assert "batch_size: 2.0" in text
+    proc = snakemake(wd, "--dry-run", "--configfile", "rewritten.yaml")
+    assert "Nothing to be done" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]

@@ -45,6 +45,48 @@ def schema_errors(config: dict, schema_path: str) -> str | None:
     return f"config key {key.replace('.[', '[') or '(top level)'}: {error.message}"
 
 
+# Top-level maps whose order means something: models of a family are compared and drawn in
+# config order, datasets and prompt sets are listed in it.
+ORDERED_SECTIONS = ("models", "datasets", "prompt_sets")
+
+
+def canonical(value, _top: bool = True):
+    """``value`` (the validated config) with every mapping's keys sorted, except the order of
+    the entries of ``ORDERED_SECTIONS``, and integral floats as ints (``1.0`` -> ``1``).
+    Snakemake compares a job's params by their ``repr``, so without this a config rewritten
+    without changing its meaning (keys reordered, ``1`` for ``1.0``) reruns every job."""
+    if isinstance(value, dict):
+        keys = list(value) if not _top else sorted(value)
+        out = {}
+        for key in keys:
+            item = value[key]
+            if _top and key in ORDERED_SECTIONS and isinstance(item, dict):
+                out[key] = {name: canonical(entry, False) for name, entry in item.items()}
+            else:
+                out[key] = canonical(item, False)
+        return out if _top else {k: out[k] for k in sorted(out, key=str)}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v, False) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def schema_defaults(schema_path: str, section: str) -> dict:
+    """The defaults of one config section as the schema at ``schema_path`` gives them
+    (nested objects filled recursively)."""
+    import yaml
+
+    with open(schema_path) as f:
+        props = yaml.safe_load(f)["properties"][section]["properties"]
+
+    def fill(props):
+        return {k: (fill(v["properties"]) if v.get("type") == "object" and "properties" in v else v.get("default"))
+                for k, v in props.items()}
+
+    return fill(props)
+
+
 def check(config: dict) -> None:
     """Raise one ConfigError naming the offending key for each kind of bad reference."""
     models, datasets = config["models"], config["datasets"]
