@@ -5,7 +5,7 @@
 # Files: results/organism/world.json, results/organism/data/{dataset}.csv and
 # few_shot_samples.json, results/organism/tokenizer/, results/models/organism-{base,sft,instruct}/,
 # results/organism/training/{model}.tsv (loss per step), results/organism/checks/{model}.tsv,
-# results/tables/organism_checks.tsv.
+# results/tables/organism_checks.tsv, results/tables/organism_floors.tsv (every floor, passed or not).
 
 include: "functions/organism.smk"
 
@@ -121,6 +121,7 @@ rule organism_check:
         threads=ORGANISM["threads"],
         checks=ORGANISM["checks"],
     threads: ORGANISM["threads"]
+    priority: 50  # a model that misses its floors fails the run before it is analysed
     log:
         "logs/organism_check/{organism}.log",
     conda:
@@ -141,3 +142,22 @@ rule organism_checks_table:
         "../envs/ptmech.yaml"
     script:
         "../workflow_scripts/organism_checks_table.py"
+
+
+rule organism_floors:
+    """The organism against every floor (ptmech.organism.floors): behaviour, the base
+    model's best-layer truth probe, the instruct model's own refusal direction. A missed
+    floor fails the run, naming the model and the floor (organism.checks.floors: false
+    keeps the run going and only records it here)."""
+    input:
+        unpack(organism_floors_input),
+    output:
+        tsv="results/tables/organism_floors.tsv",
+    params:
+        enforce=ORGANISM["checks"]["floors"],
+    log:
+        "logs/organism_floors/organism_floors.log",
+    conda:
+        "../envs/ptmech.yaml"
+    script:
+        "../workflow_scripts/organism_floors.py"

@@ -132,81 +132,27 @@ def organism_dir(default_run, tmp_path_factory):
 
 
 def heldout_probe_sweep(adapter, tables: dict, root: Path, kinds=("mm",)):
-    """Leave-one-dataset-out probes on ``adapter``'s last-token residuals of the statement
-    ``tables`` (name -> DataFrame with statement, label; cached under ``root``), as the
-    truth stage fits them. Returns (accuracy table, probes, chosen layers)."""
-    from ptmech import truth
-    from ptmech.cache import extract
+    """Leave-one-dataset-out probes as the truth stage fits them (``checks.probe_sweep``)."""
+    from ptmech.organism import checks
 
-    paths = {}
-    for ds, table in tables.items():
-        paths[ds] = Path(root) / f"{ds}.h5"
-        extract(adapter, list(table["statement"]), paths[ds], positions=[-1], storage_dtype="float32",
-                labels={"label": table["label"].to_numpy()}, attrs={"dataset": ds}, log=lambda s: None)
-    acc, probes = truth.sweep_caches(paths, list(tables), model=adapter.name, kinds=list(kinds))
-    return acc, probes, truth.choose_layers(acc, probes.n_layers)
+    return checks.probe_sweep(adapter, tables, root, kinds)
 
 
 def refusal_defaults() -> dict:
     """The refusal section's defaults as the schema ships them."""
-    import yaml
+    from ptmech.config import schema_defaults
 
-    schema = yaml.safe_load((REPO / "config.schema.yaml").read_text())["properties"]["refusal"]["properties"]
-
-    def fill(props):
-        return {k: (fill(v["properties"]) if v.get("type") == "object" and "properties" in v else v.get("default"))
-                for k, v in props.items()}
-
-    return fill(schema)
+    return schema_defaults(str(REPO / "config.schema.yaml"), "refusal")
 
 
 def own_direction_refusal(model_dir: Path, tables: dict, tmp: Path) -> dict:
-    """A post-trained model's refusal direction, chosen by the refusal stage's automatic
-    search with the schema's default settings, and its refusal rates on the test prompts:
-    baseline (harmful, harmless), own direction ablated (harmful) and added (harmless).
-    ``tables``: ``harmful`` / ``harmless`` instruction tables (instruction, split)."""
-    from ptmech import prompts
-    from ptmech import refusal as rf
+    """A post-trained model's own refusal direction and its test refusal rates, as the
+    refusal stage chooses and measures them with the schema's defaults
+    (``checks.own_direction_refusal``)."""
     from ptmech.adapter import load_model
-    from ptmech.cache import extract
+    from ptmech.organism import checks
 
     torch.set_num_threads(2)
-    s = refusal_defaults()
     model = load_model(Path(model_dir).name, {"path": str(model_dir), "role": "instruct", "dtype": "float32",
                                               "device": "cpu"})
-    caches = {}
-    positions = prompts.positions(model, "post_instruction")
-    for name in ("harmful", "harmless"):
-        caches[name] = tmp / f"{name}.h5"
-        extract(model, prompts.render(model, tables[name], {"kind": "instructions"}), caches[name],
-                positions=positions, rows=np.arange(len(tables[name])), log=lambda x: None)
-    candidates, _ = rf.candidates_from_caches(caches["harmful"], caches["harmless"], tables["harmful"],
-                                              tables["harmless"], split_fractions=s["split_fractions"],
-                                              split_seed=s["split_seed"], n_train=s["n_train"])
-
-    def ids(name, split, n):
-        return rf.split_prompts(model, tables[name], split, n, s["split_fractions"], s["split_seed"])[1]
-
-    tokens = rf.refusal_token_ids(model.tokenizer, s["refusal_tokens"])
-    frame, rule = rf.search_direction(model, candidates, ids("harmful", "val", s["n_val"]),
-                                      ids("harmless", "val", s["n_val"]), selection=s["selection"],
-                                      addition=s["addition"], refusal_tokens=tokens, prefixes=s["prefixes"])
-    add = s["addition"]
-    chosen = frame[frame["selected"]].iloc[0]
-    k, position = int(chosen["k"]), int(chosen["position"])
-    diff = candidates.direction(k, position)
-    r = rf.unit(diff)
-    conditions = {
-        "baseline": ("harmful", rf.Intervention("none")),
-        "baseline_harmless": ("harmless", rf.Intervention("none")),
-        "ablation": ("harmful", rf.Intervention("ablation", r)),
-        "addition": ("harmless", rf.Intervention("addition", r, k=k, coefficient=add["coefficient"],
-                                                 scale=float(np.linalg.norm(diff)), sites=tuple(add["sites"]))),
-    }
-    rates = {}
-    for cond, (name, iv) in conditions.items():
-        out = rf.steer(model, ids(name, "test", s["n_test"]), iv, refusal_tokens=tokens, prefixes=s["prefixes"],
-                       max_new_tokens=s["generation"]["max_new_tokens"])
-        rates[cond] = float(out["refused"].mean())
-    print(f"{model.name} refusal: k={k}, position {position} ({rule}); {rates}")
-    return {"rule": rule, "rates": rates}
+    return checks.own_direction_refusal(model, tables, tmp, refusal_defaults())

@@ -1,5 +1,6 @@
 """Behaviour checks of one organism model (fact recall, few-shot TRUE / FALSE on held-out
-statements, refusal rates)."""
+statements, refusal rates), checked against its floors right after training: a model that
+misses one fails the run here, before anything is analysed."""
 
 import json
 
@@ -8,10 +9,11 @@ import torch
 
 from ptmech import io, logs
 from ptmech.adapter import load_model
-from ptmech.organism import checks
+from ptmech.organism import checks, floors
 from ptmech.organism.world import INSTRUCTION_DATASETS, STATEMENT_DATASETS, World
 
 log = logs.to_file(snakemake.log[0])
+settings = snakemake.params.checks
 torch.set_num_threads(int(snakemake.params.threads))
 name = snakemake.wildcards.organism
 adapter = load_model(name, {"path": snakemake.input.model, "role": checks.ROLES[name], "device": "cpu",
@@ -21,7 +23,13 @@ statements = {d: pd.read_csv(snakemake.input[d]) for d in STATEMENT_DATASETS}
 instructions = {d: pd.read_csv(snakemake.input[d]) for d in INSTRUCTION_DATASETS}
 few_shot = json.loads(open(snakemake.input.few_shot).read())
 table = checks.behaviour_table(adapter, world, statements, instructions, few_shot,
-                               max_new_tokens=int(snakemake.params.checks["max_new_tokens"]))
+                               max_new_tokens=int(settings["max_new_tokens"]))
 table.insert(0, "model", name)
-io.write_table(table, snakemake.output.tsv)
 log.info("%s:\n%s", name, table.to_string(index=False))
+verdict = floors.evaluate({name: floors.behaviour_metrics(table)}, metric_names=set(floors.BEHAVIOUR))
+log.info("floors:\n%s", verdict.to_string(index=False))
+if settings["floors"]:
+    floors.require(verdict, hint="Set organism.checks.floors: false to analyse this organism anyway.")
+elif floors.failures(verdict):
+    log.warning("%s misses its floors (organism.checks.floors is false): %s", name, "; ".join(floors.failures(verdict)))
+io.write_table(table, snakemake.output.tsv)

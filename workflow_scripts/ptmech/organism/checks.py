@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import random
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -134,3 +136,109 @@ def behaviour_table(adapter: ModelAdapter, world: World, statements: dict[str, p
         for g in gens[:3]:
             log.info("%s: %s -> %r", adapter.name, name, g)
     return pd.DataFrame(rows, columns=["metric", "value", "n"])
+
+
+def probe_sweep(adapter: ModelAdapter, tables: dict[str, pd.DataFrame], root: str | Path, kinds=("mm",)):
+    """Leave-one-dataset-out probes on ``adapter``'s last-token residuals of the statement
+    ``tables`` (name -> DataFrame with statement, label; cached under ``root``), as the
+    truth stage fits them. Returns (accuracy table, probes, chosen layers); the chosen
+    layers' ``probe_accuracy`` is the best residual index's mean held-out accuracy."""
+    from .. import truth
+    from ..cache import extract
+
+    paths = {}
+    for ds, table in tables.items():
+        paths[ds] = Path(root) / f"{ds}.h5"
+        extract(adapter, list(table["statement"]), paths[ds], positions=[-1], storage_dtype="float32",
+                labels={"label": table["label"].to_numpy()}, attrs={"dataset": ds}, log=lambda s: None)
+    acc, probes = truth.sweep_caches(paths, list(tables), model=adapter.name, kinds=list(kinds))
+    return acc, probes, truth.choose_layers(acc, probes.n_layers)
+
+
+def own_direction_refusal(adapter: ModelAdapter, tables: dict[str, pd.DataFrame], root: str | Path,
+                          settings: dict) -> dict:
+    """A post-trained model's refusal direction, chosen by the refusal stage's automatic
+    search with the refusal ``settings`` (the config's ``refusal:`` section with its
+    defaults), and its refusal rates on the test prompts: ``baseline`` (harmful),
+    ``baseline_harmless``, own direction ``ablation`` (harmful) and ``addition`` (harmless).
+    ``tables``: ``harmful`` / ``harmless`` instruction tables (instruction, split).
+    Returns ``{"rule", "k", "position", "rates", "selection"}``; ``rule`` starts with
+    "lowest" when the direction passed every filter; ``selection`` is the search's table of
+    every candidate's scores."""
+    from .. import prompts
+    from .. import refusal as rf
+    from ..cache import extract
+
+    s, root = settings, Path(root)
+    caches = {}
+    positions = prompts.positions(adapter, "post_instruction")
+    for name in ("harmful", "harmless"):
+        caches[name] = root / f"{name}.h5"
+        extract(adapter, prompts.render(adapter, tables[name], {"kind": "instructions"}), caches[name],
+                positions=positions, rows=np.arange(len(tables[name])), log=lambda x: None)
+    candidates, _ = rf.candidates_from_caches(caches["harmful"], caches["harmless"], tables["harmful"],
+                                              tables["harmless"], split_fractions=s["split_fractions"],
+                                              split_seed=s["split_seed"], n_train=s["n_train"])
+
+    def ids(name, split, n):
+        return rf.split_prompts(adapter, tables[name], split, n, s["split_fractions"], s["split_seed"])[1]
+
+    tokens = rf.refusal_token_ids(adapter.tokenizer, s["refusal_tokens"])
+    frame, rule = rf.search_direction(adapter, candidates, ids("harmful", "val", s["n_val"]),
+                                      ids("harmless", "val", s["n_val"]), selection=s["selection"],
+                                      addition=s["addition"], refusal_tokens=tokens, prefixes=s["prefixes"])
+    add = s["addition"]
+    chosen = frame[frame["selected"]].iloc[0]
+    k, position = int(chosen["k"]), int(chosen["position"])
+    diff = candidates.direction(k, position)
+    r = rf.unit(diff)
+    conditions = {
+        "baseline": ("harmful", rf.Intervention("none")),
+        "baseline_harmless": ("harmless", rf.Intervention("none")),
+        "ablation": ("harmful", rf.Intervention("ablation", r)),
+        "addition": ("harmless", rf.Intervention("addition", r, k=k, coefficient=add["coefficient"],
+                                                 scale=float(np.linalg.norm(diff)), sites=tuple(add["sites"]))),
+    }
+    rates = {}
+    for cond, (name, iv) in conditions.items():
+        out = rf.steer(adapter, ids(name, "test", s["n_test"]), iv, refusal_tokens=tokens, prefixes=s["prefixes"],
+                       max_new_tokens=s["generation"]["max_new_tokens"])
+        rates[cond] = float(out["refused"].mean())
+    log.info("%s refusal: k=%d, position %d (%s); %s", adapter.name, k, position, rule, rates)
+    return {"rule": rule, "k": k, "position": position, "rates": rates, "selection": frame}
+
+
+def trio_metrics(root: str | Path, world: World, refusal_settings: dict, work: str | Path) -> dict[str, dict]:
+    """Every floor metric (``floors``) of the trio saved under ``root`` (``organism-base/``,
+    ``organism-sft/``, ``organism-instruct/``): behaviour checks of each model, the base
+    model's best-layer MMProbe and the instruct model's own refusal direction. ``work``
+    holds the activation files this needs. Returns model -> metric -> value."""
+    from ..adapter import load_model
+    from . import floors
+    from .world import instruction_datasets, few_shot_samples, statement_datasets
+
+    statements, instructions = statement_datasets(world), instruction_datasets(world)
+    out = {}
+    for name, role in ROLES.items():
+        adapter = load_model(name, {"path": str(Path(root) / name), "role": role, "dtype": "float32",
+                                    "device": "cpu"})
+        table = behaviour_table(adapter, world, statements, instructions, few_shot_samples(statements))
+        out[name] = floors.behaviour_metrics(table)
+        folder = Path(work) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        if role == "base":
+            _, _, layers = probe_sweep(adapter, {d: statements[d] for d in STATEMENT_DATASETS}, folder)
+            out[name]["probe_accuracy"] = float(layers["probe_accuracy"])
+            out[name]["probe_k"] = float(layers["probe_k"])
+        if role == "instruct":
+            result = own_direction_refusal(adapter, instructions, folder, refusal_settings)
+            r = result["rates"]
+            out[name].update(floors.refusal_metrics(result["rule"].startswith("lowest"), r["baseline"],
+                                                    r["ablation"], r["addition"]))
+            frame = result["selection"]
+            best = frame.loc[frame["ablation_refusal_rate"].idxmin()]
+            # diagnostics: where the chosen direction sits, and the best any candidate did
+            out[name].update({"refusal_k": float(result["k"]), "refusal_position": float(result["position"]),
+                              "val_best_ablation_rate": float(best["ablation_refusal_rate"]),
+                              "val_best_ablation_kl": float(best["ablation_kl"]), "val_best_ablation_k": float(best["k"])})
+    return out

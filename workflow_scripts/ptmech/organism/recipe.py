@@ -46,7 +46,8 @@ DEFAULTS: dict = {
     # along its difference-of-means direction but not induced by adding it (issue 5).
     "instruct": {"steps": 75, "batch_size": 32, "lr": 0.0005, "warmup": 10, "replay": 0.3,
                  "dpo_weight": 1.0, "dpo_batch_size": 16, "beta": 0.1, "dpo_harmless_share": 0.0},
-    "checks": {"max_new_tokens": 8},
+    # floors: a trained model that misses one of ptmech.organism.floors fails the run
+    "checks": {"max_new_tokens": 8, "floors": True},
 }
 
 MODEL_NAMES = {"pretrain": "organism-base", "sft": "organism-sft", "instruct": "organism-instruct"}
@@ -63,9 +64,12 @@ def with_defaults(cfg: dict | None = None) -> dict:
     return out
 
 
-def build_trio(root: str | Path, cfg: dict | None = None) -> dict[str, Path]:
+def build_trio(root: str | Path, cfg: dict | None = None, stages: tuple[str, ...] = tuple(MODEL_NAMES)) -> dict[str, Path]:
     """World, tokenizer and the three models under ``root`` (``world.json``,
-    ``tokenizer/``, ``organism-base/`` ...). Returns name -> folder."""
+    ``tokenizer/``, ``organism-base/`` ...), trained as the workflow's organism rules train
+    them (the same seeds, threads and weights). ``stages`` without ``"pretrain"`` continues
+    from the world and base model already under ``root`` (to try post-training recipes on
+    one base). Returns name -> folder."""
     from . import train
     from .tokenizer import build_tokenizer
     from .world import World, build_world
@@ -73,15 +77,18 @@ def build_trio(root: str | Path, cfg: dict | None = None) -> dict[str, Path]:
     cfg = with_defaults(cfg)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    train.set_determinism(cfg["seed"], cfg["threads"])
-    build_world(cfg["seed"], **cfg["world"]).to_json(root / "world.json")
+    if "pretrain" in stages:
+        train.set_determinism(cfg["seed"], cfg["threads"])
+        build_world(cfg["seed"], **cfg["world"]).to_json(root / "world.json")
     world = World.from_json(root / "world.json")
-    build_tokenizer(world).save_pretrained(root / "tokenizer")
+    if "pretrain" in stages:
+        build_tokenizer(world).save_pretrained(root / "tokenizer")
     out, source = {}, root / "tokenizer"
     for stage, name in MODEL_NAMES.items():
-        model, tokenizer, _ = train.run_stage(stage, world, str(source), cfg[stage], cfg["seed"],
-                                              model_cfg=cfg["model"])
-        source = root / name
-        train.save_model(model, tokenizer, str(source), {"stage": stage, "seed": cfg["seed"]})
-        out[name] = source
+        if stage in stages:
+            train.set_determinism(cfg["seed"], cfg["threads"])  # as each stage's job does
+            model, tokenizer, _ = train.run_stage(stage, world, str(source), cfg[stage], cfg["seed"],
+                                                  model_cfg=cfg["model"])
+            train.save_model(model, tokenizer, str(root / name), {"stage": stage, "seed": cfg["seed"]})
+        source = out[name] = root / name
     return out
