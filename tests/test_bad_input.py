@@ -111,3 +111,37 @@ def test_model_pairs_and_directions():
     assert ptcfg.direction(cfg, "m2", "m1") == "backward"
     cfg["pairs"] = [["m3", "m2"]]
     assert ptcfg.model_pairs(cfg) == [("m3", "m2")]
+
+
+def test_an_empty_file_fails_the_dry_run_naming_key_and_file(wd):
+    (wd / "empty.csv").write_text("")
+    text = dry_run_error(wd, _with(datasets__st__path="empty.csv"))
+    assert "datasets.st" in text and "empty.csv" in text and "empty (0 bytes)" in text, text[-2000:]
+
+
+def test_a_bad_label_is_named_with_its_row_and_file():
+    table = pd.DataFrame({"statement": ["a", "b", "c"], "label": ["1", "0", "maybe"]})
+    with pytest.raises(data.DatasetError, match=r"dataset 'st' \(f\.csv\).*'maybe' in row 4 \(1 such rows\)"):
+        data.normalise("st", table, {"kind": "statements"}, "f.csv")
+
+
+def test_cleaning_is_never_silent():
+    """Empty statements and statements labelled both ways are dropped, repeats kept, and
+    each is reported with its count and rows."""
+    table = pd.DataFrame({"statement": ["a", "", "b", "b", None, "c", "c", "d"],
+                          "label": [1, 1, 0, 1, 0, 1, 1, 0]})
+    said = []
+    out = data.normalise("st", table, {"kind": "statements"}, "f.csv", warn=said.append)
+    assert out["statement"].tolist() == ["a", "c", "c", "d"]
+    assert out["label"].tolist() == [1, 1, 1, 0]
+    assert len(said) == 3, said
+    assert "dropped 2 of 8 rows with an empty statement (rows 3, 6)" in said[0]
+    assert "dropped 2 rows of 1 statement(s) labelled both true and false, e.g. 'b' (rows 4, 5)" in said[1]
+    assert "1 rows repeat an earlier statement with the same label (kept; rows 8)" in said[2]
+
+
+def test_clean_data_is_not_warned_about():
+    said = []
+    data.normalise("st", pd.DataFrame({"statement": ["a", "b"], "label": [1, 0]}), {"kind": "statements"},
+                   "f.csv", warn=said.append)
+    assert said == []

@@ -14,6 +14,7 @@ Normalised columns by dataset ``kind``:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -55,8 +56,13 @@ def source_columns(path: str) -> list[str]:
     import json
 
     suffix = Path(path).suffix.lower()
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise DatasetError(f"file {path} is empty (0 bytes): it needs a header line and rows")
     if suffix in (".csv", ".tsv"):
-        return list(pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", nrows=0).columns)
+        try:
+            return list(pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", nrows=0).columns)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise DatasetError(f"file {path} cannot be read as {suffix[1:].upper()}: {e}") from None
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -82,9 +88,16 @@ def check_columns(name: str, spec: dict, columns: list[str], source: str) -> Non
                                f"(has {columns}){hint}")
 
 
-def normalise(name: str, table: pd.DataFrame, spec: dict, source: str = "") -> pd.DataFrame:
+def normalise(name: str, table: pd.DataFrame, spec: dict, source: str = "",
+              warn: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Rename columns per ``spec["columns"]``, check the kind's required columns, apply
-    ``spec["filter"]`` (column -> allowed values), and normalise labels to 0/1."""
+    ``spec["filter"]`` (column -> allowed values), and normalise labels to 0/1.
+
+    Cleaning is never silent (``warn`` is told what and how many): rows with an empty or
+    missing text are dropped; a statement labelled both true and false is dropped, all its
+    rows (the paper's facts.csv has one); a statement repeated with one label is kept. A
+    label other than 1/0 or true/false is an error naming its row (the line of a CSV
+    source, header = line 1)."""
     kind = spec.get("kind", "statements")
     where = f"dataset {name!r} ({source or 'source'})"
     mapping = spec.get("columns", {})
@@ -93,15 +106,31 @@ def normalise(name: str, table: pd.DataFrame, spec: dict, source: str = "") -> p
         raise DatasetError(f"{where}: configured column(s) {missing} not found; it has {list(table.columns)}")
     check_columns(name, spec, list(table.columns), source or "source")
     table = table.rename(columns={src: dst for dst, src in mapping.items()})
+    table.index = pd.RangeIndex(2, len(table) + 2)  # the row's line in a CSV file (header = 1)
     for col, allowed in spec.get("filter", {}).items():
         if col not in table.columns:
             raise DatasetError(f"{where}: filter column {col!r} not found")
         table = table[table[col].isin(allowed if isinstance(allowed, list) else [allowed])]
     text_col = REQUIRED[kind][0]
-    table = table[table[text_col].notna()].copy()
+    empty = table[text_col].isna() | (table[text_col].astype(str).str.strip() == "")
+    if empty.any() and warn:
+        warn(f"{where}: dropped {int(empty.sum())} of {len(table)} rows with an empty {text_col} "
+             f"(rows {_rows(table.index[empty])})")
+    table = table[~empty].copy()
     table[text_col] = table[text_col].astype(str)
     if "label" in table.columns and kind == "statements":
         table["label"] = _labels(table["label"], where)
+        both = table.groupby(text_col)["label"].nunique()
+        contradicted = table[text_col].isin(both.index[both > 1])
+        if contradicted.any() and warn:
+            first = table.loc[contradicted, text_col].iloc[0]
+            warn(f"{where}: dropped {int(contradicted.sum())} rows of {int((both > 1).sum())} statement(s) "
+                 f"labelled both true and false, e.g. {first!r} (rows {_rows(table.index[table[text_col] == first])})")
+        table = table[~contradicted]
+    repeated = table[text_col].duplicated()
+    if repeated.any() and warn:
+        warn(f"{where}: {int(repeated.sum())} rows repeat an earlier {text_col} with the same label "
+             f"(kept; rows {_rows(table.index[repeated])})")
     if spec.get("limit"):
         table = table.iloc[: int(spec["limit"])]
     if table.empty:
@@ -109,11 +138,17 @@ def normalise(name: str, table: pd.DataFrame, spec: dict, source: str = "") -> p
     return table.reset_index(drop=True)
 
 
+def _rows(index, shown: int = 5) -> str:
+    rows = [str(i) for i in list(index)[:shown]]
+    return ", ".join(rows) + (f" and {len(index) - shown} more" if len(index) > shown else "")
+
+
 def _labels(values: pd.Series, where: str) -> pd.Series:
     text = values.astype(str).str.strip().str.lower()
     bad = ~text.isin(TRUE_LABELS | FALSE_LABELS)
     if bad.any():
-        raise DatasetError(f"{where}: label values must be 1/0 or true/false, found {values[bad].iloc[0]!r}")
+        raise DatasetError(f"{where}: label values must be 1/0 or true/false, found {values[bad].iloc[0]!r} "
+                           f"in row {values.index[bad][0]} ({int(bad.sum())} such rows)")
     return text.isin(TRUE_LABELS).astype(int)
 
 
