@@ -109,6 +109,7 @@ def test_foreign_files_are_reported_by_name(tmp_path, content, match):
     with pytest.raises(CacheError, match=match) as e:
         Cache(path)
     assert str(path) in str(e.value)
+    assert "delete it and rerun snakemake" in str(e.value)  # and says how to recover
 
 
 def test_truncated_and_foreign_hdf5(tiny_model_dir, tmp_path):
@@ -124,5 +125,5 @@ def test_truncated_and_foreign_hdf5(tiny_model_dir, tmp_path):
     foreign = tmp_path / "foreign.h5"
     with h5py.File(foreign, "w") as f:
         f["x"] = np.zeros(3)
-    with pytest.raises(CacheError, match="not a ptmech activation cache"):
+    with pytest.raises(CacheError, match="not a ptmech activation cache.*delete it and rerun snakemake"):
         Cache(foreign)

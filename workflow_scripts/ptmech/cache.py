@@ -152,6 +152,10 @@ def _check_finite(acts: torch.Tensor, idx, layers, texts, where: str) -> None:
         )
 
 
+# what a reader says after a cache it cannot use: Snakemake re-extracts a missing output
+RECOVER = "; delete it and rerun snakemake, which extracts it again"
+
+
 class Cache:
     """Read access to one cache file, in dataset row order.
 
@@ -163,19 +167,19 @@ class Cache:
         try:
             self._f = h5py.File(self.path, "r")
         except (OSError, ValueError) as e:
-            raise CacheError(f"{self.path}: not a readable HDF5 file (truncated or foreign?): {e}") from None
+            raise CacheError(f"{self.path}: not a readable HDF5 file (truncated or foreign?): {e}{RECOVER}") from None
         attrs = self._f.attrs
         if attrs.get("format") != FORMAT or "resid" not in self._f:
             self._f.close()
             raise CacheError(f"{self.path}: not a ptmech activation cache (format attribute "
-                             f"{attrs.get('format')!r}, expected {FORMAT!r})")
+                             f"{attrs.get('format')!r}, expected {FORMAT!r}){RECOVER}")
         if not attrs.get("complete", False):
             self._f.close()
-            raise CacheError(f"{self.path}: incomplete activation cache (extraction did not finish)")
+            raise CacheError(f"{self.path}: incomplete activation cache (extraction did not finish){RECOVER}")
         for key, value in (expect or {}).items():
             if _norm(attrs.get(key)) != _norm(value):
                 self._f.close()
-                raise CacheError(f"{self.path}: attribute {key}={attrs.get(key)!r}, expected {value!r}")
+                raise CacheError(f"{self.path}: attribute {key}={attrs.get(key)!r}, expected {value!r}{RECOVER}")
         self.attrs = dict(attrs)
         self.layers = [int(k) for k in attrs["layers"]]
         self.positions = [int(p) for p in attrs["positions"]]
