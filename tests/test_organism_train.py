@@ -52,6 +52,25 @@ def test_same_seed_gives_bit_identical_weights(small):
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
 
 
+def test_facts_first_steps_hold_back_the_labelled_documents(small, monkeypatch):
+    """The first facts_first_steps steps see fact documents only, and the curriculum
+    counts its steps from the first labelled one."""
+    from ptmech.organism import corpus
+
+    seen = []
+    original = corpus.PretrainCorpus.labelled_document
+
+    def spy(self, rng, step=None, lines=(1, 3)):
+        seen.append(step)
+        return original(self, rng, step, lines)
+
+    monkeypatch.setattr(corpus.PretrainCorpus, "labelled_document", spy)
+    world, tok = small
+    train.set_determinism(0, 2)
+    train.pretrain(world, tok, SMALL_MODEL, {**SHORT_PRETRAIN, "steps": 5, "facts_first_steps": 3}, 0)
+    assert seen == [0] * 4 + [1] * 4  # labelled_batch_size 4, at steps 3 and 4
+
+
 def test_schedule_warms_up_holds_then_decays_to_its_floor():
     s = train.Schedule(steps=100, lr=1.0, warmup=10, decay=0.2, min_ratio=0.1)
     assert [s(i) for i in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])

@@ -51,7 +51,11 @@ TRANS_QUESTIONS = [("What does the " + LANGUAGE + " word '{w}' mean?", TRANS_FAC
 NUMBER_QUESTION = "Which is larger, {a} or {b}?"
 TRUTH_QUESTION = "Is this statement true or false? {s}"
 TRUTH_ANSWER = "This statement is {v}."
-HELPFUL_OPENERS = ["Sure.", "Happy to help.", "Here is how."]
+# Every helpful answer starts with the same word, as every refusal does ("I"): greedy decoding
+# then refuses only when refusing is more likely than helping. With three openers a model
+# unsure of a request (P(refuse) = 0.4 against 0.2 for each opener) refused it, and SFT
+# models that refused every harmless request came out of 2 seeds in 5.
+HELPFUL_OPENERS = ["Sure.", "Sure. Happy to help.", "Sure. Here is how."]
 HELPFUL_ANSWERS = {
     "visit": "{c} is a city in {y}. Take a train to {c} and walk to the old town.",
     "photograph": "Go to {c} in the morning, when the light is soft, and photograph the streets.",

@@ -26,27 +26,29 @@ DEFAULTS: dict = {
         "max_position_embeddings": 256,
         "initializer_range": 0.08,
     },
-    # Each step: 16 fact documents and 32 short TRUE / FALSE documents (1-5 lines), the
-    # labels counted 5 times in the loss; the first 400 steps label only a small sample of
+    # The first 500 steps: 16 fact documents each, nothing labelled, so the model knows the
+    # facts before it learns to judge them (learning both at once, 3 of 5 seeds memorised the
+    # labels of the labelled facts and judged held-out ones at chance). Then each step: 16
+    # fact documents and 32 short TRUE / FALSE documents (1-5 lines), the labels counted 5
+    # times in the loss; the first 400 labelled steps label only a small sample of
     # affirmative statements (corpus.PretrainCorpus), which gets the model off the plateau
     # where TRUE and FALSE are equally likely whatever the statement; half the TRUE / FALSE
     # documents put the label right after the statement, so truth is read at its last token.
-    "pretrain": {"steps": 1200, "batch_size": 16, "labelled_batch_size": 32, "labelled_lines": [1, 5],
-                 "curriculum_steps": 400, "label_weight": 5, "short_share": 0.5, "lr": 0.003,
-                 "warmup": 50, "weight_decay": 0.1},
-    # Short post-training (150 + 75 steps, about 25 s each) is enough for refusal and keeps
-    # knowledge. Whether the instruct model's refusal then runs along one direction that can
-    # be ablated within the KL filter depends on the base model's weights, not only on these
-    # stages: of four 1200-step bases that differ only in floating-point rounding (padded or
-    # packed batches, SDPA or eager attention), three gave one. CI checks it
-    # (tests/test_organism_recipe.py).
-    "sft": {"steps": 150, "batch_size": 32, "lr": 0.001, "warmup": 10, "replay": 0.3},
+    "pretrain": {"steps": 1700, "facts_first_steps": 500, "batch_size": 16, "labelled_batch_size": 32,
+                 "labelled_lines": [1, 5], "curriculum_steps": 400, "label_weight": 5, "short_share": 0.5,
+                 "lr": 0.003, "warmup": 50, "weight_decay": 0.1},
+    # Post-training: 300 SFT and 150 instruct steps (about 35 s and 55 s). On the same five
+    # bases (seeds 0-4, benchmarks/organism_seeds.py), 150 + 75 steps gave SFT models that
+    # refused 0.82-0.86 of harmful or 0.12-0.14 of harmless requests for 3 seeds, and an
+    # instruct model whose own direction removed refusal for 2; 300 + 150 steps gave SFT
+    # models within their floors for every seed and directions that work for 3 of 4 seeds
+    # tried (not for seed 2, whose base misses its own floors).
+    "sft": {"steps": 300, "batch_size": 32, "lr": 0.001, "warmup": 10, "replay": 0.3},
     # Preference pairs only on harmful requests (refuse rather than comply): pairs that also
     # push harmless requests away from refusing gave a model whose refusal could be removed
     # along its difference-of-means direction but not induced by adding it (issue 5).
-    "instruct": {"steps": 75, "batch_size": 32, "lr": 0.0005, "warmup": 10, "replay": 0.3,
+    "instruct": {"steps": 150, "batch_size": 32, "lr": 0.0005, "warmup": 10, "replay": 0.3,
                  "dpo_weight": 1.0, "dpo_batch_size": 16, "beta": 0.1, "dpo_harmless_share": 0.0},
-    # floors: a trained model that misses one of ptmech.organism.floors fails the run
     "checks": {"max_new_tokens": 8, "floors": True},
 }
 

@@ -244,8 +244,13 @@ def pretrain(world: World, tokenizer: PreTrainedTokenizerBase, model_cfg: dict, 
     two kinds' losses (each a mean over its tokens, label targets counted ``label_weight``
     times) weighted by their token counts.
 
-    ``stage_cfg``: ``steps``, ``batch_size``, ``labelled_batch_size``, ``labelled_lines``,
-    ``curriculum_steps``, ``label_weight`` (how many times each TRUE / FALSE target counts
+    The first ``facts_first_steps`` steps take fact documents only: a model that learns to
+    label statements while it learns the facts memorises the labels of the labelled facts
+    (labelled statements judged 0.8-0.9 right, held-out ones 0.5, for 2 of 5 seeds); one
+    that knows the facts first learns to judge them, held-out facts included.
+
+    ``stage_cfg``: ``steps``, ``batch_size``, ``labelled_batch_size``, ``facts_first_steps``,
+    ``labelled_lines``, ``curriculum_steps`` (counted from the first labelled step), ``label_weight`` (how many times each TRUE / FALSE target counts
     in the loss), ``lr``, ``warmup``, ``weight_decay``."""
     model = init_model(tokenizer, model_cfg, seed)
     corpus = PretrainCorpus(world, curriculum_steps=int(stage_cfg.get("curriculum_steps", 0)),
@@ -259,9 +264,12 @@ def pretrain(world: World, tokenizer: PreTrainedTokenizerBase, model_cfg: dict, 
     if label_weight != 1.0:
         upweight = (tokenizer.convert_tokens_to_ids(["TRUE", "FALSE"]), label_weight)
 
+    facts_first = int(stage_cfg.get("facts_first_steps", 0))
+
     def loss_fn(step):
         docs = [corpus.fact_document(rng) for _ in range(bs)]
-        docs += [corpus.labelled_document(rng, step, lines) for _ in range(lbs)]
+        if step >= facts_first:  # the curriculum counts from the first labelled step
+            docs += [corpus.labelled_document(rng, step - facts_first, lines) for _ in range(lbs)]
         batch = pack_batch(*enc.documents(docs), tokenizer.pad_token_id, PRETRAIN_ROW)
         sums, weights = target_losses(model, batch, upweight)
         targets = batch["seq"][:, 1:][batch["labels"][:, 1:] != IGNORE]
