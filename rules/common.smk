@@ -21,7 +21,7 @@ _canonical = ptcfg.canonical(config)
 config.clear()
 config.update(_canonical)
 try:
-    ptcfg.check(config)
+    ptcfg.check(config, dry_run=ptcfg.is_dry_run(sys.argv[1:]), warn=lambda m: print(m, file=sys.stderr))
 except ptcfg.ConfigError as e:
     raise WorkflowError(f"invalid config: {e}") from None
 

@@ -145,3 +145,27 @@ def test_clean_data_is_not_warned_about():
     data.normalise("st", pd.DataFrame({"statement": ["a", "b"], "label": [1, 0]}), {"kind": "statements"},
                    "f.csv", warn=said.append)
     assert said == []
+
+
+def test_a_missing_folder_that_looks_like_a_hub_id_fails_the_dry_run(wd):
+    """``models/zzz`` when a folder ``models/`` exists is a mistyped local path, not a hub id."""
+    text = dry_run_error(wd, _with(models__m1__path="models/zzz"))
+    assert "models.m1.path" in text and "'models/zzz' does not exist" in text and "./models/zzz" in text, text[-2000:]
+
+
+def test_a_hub_model_missing_from_the_offline_cache_stops_a_real_run_before_any_job(wd):
+    """With HF_HUB_OFFLINE=1 (the tests' setting) an uncached hub id is a warning in a dry
+    run (no weights needed) and an error naming the key before any job in a real run."""
+    proc = snakemake(wd, "--dry-run", config=BASE)
+    assert "warning: models.m2.path: 'some-org/some-hub-model' is not a local folder" in proc.stderr
+    proc = snakemake(wd, "results/data/st.tsv", config=BASE, check=False)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert "models.m2.path: 'some-org/some-hub-model'" in text and "hf download some-org/some-hub-model" in text
+    assert not (wd / "results" / "data" / "st.tsv").exists()  # nothing ran
+
+
+@pytest.mark.parametrize("argv,dry", [(["-n"], True), (["-np", "--cores", "2"], True), (["--dry-run"], True),
+                                      (["--cores", "2", "all"], False), (["-p", "--configfile", "c.yaml"], False)])
+def test_dry_runs_are_told_from_the_command_line(argv, dry):
+    assert ptcfg.is_dry_run(argv) is dry

@@ -87,13 +87,47 @@ def schema_defaults(schema_path: str, section: str) -> dict:
     return fill(props)
 
 
-def check(config: dict) -> None:
-    """Raise one ConfigError naming the offending key for each kind of bad reference."""
+def hub_model_problem(key: str, repo_id: str) -> str | None:
+    """Why the hub model ``repo_id`` cannot be loaded here, or None: with
+    ``HF_HUB_OFFLINE=1`` it must be in the local hub cache (its config.json at least)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
+        return None  # it is downloaded by the job that first loads it
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        return None
+    return (f"{key}: {repo_id!r} is not a local folder, and no hub model of that id is in the hub cache "
+            f"({constants.HF_HUB_CACHE}), which HF_HUB_OFFLINE=1 allows no download into; download it "
+            f"first (hf download {repo_id}) or give the path of a local folder")
+
+
+def is_dry_run(argv: list[str]) -> bool:
+    """Whether a snakemake command line asks for a dry run (``-n``, ``--dry-run``, ``-np``
+    ...). Snakemake decides this after the Snakefile is parsed, so the parse reads its
+    command line; -n is the only single-letter option with an n."""
+    return any(a in ("--dry-run", "--dryrun") or (a.startswith("-") and not a.startswith("--") and "n" in a[1:])
+               for a in argv)
+
+
+def check(config: dict, dry_run: bool = False, warn=print) -> None:
+    """Raise one ConfigError naming the offending key for each kind of bad reference. A hub
+    model that cannot be loaded offline is an error for a real run and a warning (``warn``)
+    for a dry run, which loads no weights."""
     models, datasets = config["models"], config["datasets"]
     for name, spec in models.items():
-        path = spec["path"]
+        path, key = spec["path"], f"models.{name}.path"
         if is_local_path(path) and not path.startswith(WORKFLOW_OUTPUTS) and not Path(path).is_dir():
-            raise ConfigError(f"models.{name}.path: local model folder {path!r} does not exist")
+            raise ConfigError(f"{key}: local model folder {path!r} does not exist")
+        if not is_local_path(path):
+            top = Path(path).parts[0]
+            if Path(top).is_dir():
+                raise ConfigError(f"{key}: local model folder {path!r} does not exist (there is a folder "
+                                  f"{top!r} here, so it is not read as a hub id; write ./{path} for a folder)")
+            problem = hub_model_problem(key, path)
+            if problem and not dry_run:
+                raise ConfigError(problem)
+            if problem:
+                warn(f"warning: {problem} (a real run stops here)")
     for name, spec in datasets.items():
         path = spec.get("path")
         if path and not path.startswith(WORKFLOW_OUTPUTS):
