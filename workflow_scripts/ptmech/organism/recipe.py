@@ -26,15 +26,17 @@ DEFAULTS: dict = {
         "max_position_embeddings": 256,
         "initializer_range": 0.08,
     },
-    # The first 500 steps: 16 fact documents each, nothing labelled, so the model knows the
-    # facts before it learns to judge them (learning both at once, 3 of 5 seeds memorised the
-    # labels of the labelled facts and judged held-out ones at chance). Then each step: 16
-    # fact documents and 32 short TRUE / FALSE documents (1-5 lines), the labels counted 5
-    # times in the loss; the first 400 labelled steps label only a small sample of
+    # Each step: 16 fact documents and 32 short TRUE / FALSE documents (1-5 lines), the
+    # labels counted 5 times in the loss; the first 400 steps label only a small sample of
     # affirmative statements (corpus.PretrainCorpus), which gets the model off the plateau
     # where TRUE and FALSE are equally likely whatever the statement; half the TRUE / FALSE
     # documents put the label right after the statement, so truth is read at its last token.
-    "pretrain": {"steps": 1700, "facts_first_steps": 500, "batch_size": 16, "labelled_batch_size": 32,
+    # facts_first_steps (fact documents only before any label) is off: 500 of them (1700
+    # steps in all) made held-out TRUE / FALSE robust (seeds 2 and 4, which judge held-out
+    # facts at chance without them, came within the floors), but for seeds 0 and 1 the
+    # instruct model then had no refusal direction that ablation could remove (see the
+    # README's Known gaps).
+    "pretrain": {"steps": 1200, "facts_first_steps": 0, "batch_size": 16, "labelled_batch_size": 32,
                  "labelled_lines": [1, 5], "curriculum_steps": 400, "label_weight": 5, "short_share": 0.5,
                  "lr": 0.003, "warmup": 50, "weight_decay": 0.1},
     # Post-training: 300 SFT and 150 instruct steps (about 35 s and 55 s). On the same five

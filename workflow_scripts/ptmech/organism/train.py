@@ -245,9 +245,10 @@ def pretrain(world: World, tokenizer: PreTrainedTokenizerBase, model_cfg: dict, 
     times) weighted by their token counts.
 
     The first ``facts_first_steps`` steps take fact documents only: a model that learns to
-    label statements while it learns the facts memorises the labels of the labelled facts
-    (labelled statements judged 0.8-0.9 right, held-out ones 0.5, for 2 of 5 seeds); one
-    that knows the facts first learns to judge them, held-out facts included.
+    label statements while it learns the facts can memorise the labels of the labelled
+    facts (labelled statements judged 0.8-0.9 right, held-out ones 0.5, for 2 of 5 seeds);
+    one that knows the facts first learns to judge them, held-out facts included (off by
+    default, see ``recipe.DEFAULTS``).
 
     ``stage_cfg``: ``steps``, ``batch_size``, ``labelled_batch_size``, ``facts_first_steps``,
     ``labelled_lines``, ``curriculum_steps`` (counted from the first labelled step), ``label_weight`` (how many times each TRUE / FALSE target counts
