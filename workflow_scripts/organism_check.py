@@ -28,8 +28,6 @@ table.insert(0, "model", name)
 log.info("%s:\n%s", name, table.to_string(index=False))
 verdict = floors.evaluate({name: floors.behaviour_metrics(table)}, metric_names=set(floors.BEHAVIOUR))
 log.info("floors:\n%s", verdict.to_string(index=False))
-if settings["floors"]:
-    floors.require(verdict, hint="Set organism.checks.floors: false to analyse this organism anyway.")
-elif floors.failures(verdict):
-    log.warning("%s misses its floors (organism.checks.floors is false): %s", name, "; ".join(floors.failures(verdict)))
+floors.enforce(verdict, settings["floors"], log.warning,
+               hint="Set organism.checks.floors: false to analyse this organism anyway.")
 io.write_table(table, snakemake.output.tsv)

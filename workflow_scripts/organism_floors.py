@@ -20,8 +20,6 @@ metrics = floors.workflow_metrics(
 )
 verdict = floors.evaluate(metrics)
 log.info("floors:\n%s", verdict.to_string(index=False))
-if snakemake.params.enforce:
-    floors.require(verdict, hint="Set organism.checks.floors: false to keep this run's results anyway.")
-elif floors.failures(verdict):
-    log.warning("the organism misses floors (organism.checks.floors is false): %s", "; ".join(floors.failures(verdict)))
+floors.enforce(verdict, snakemake.params.enforce, log.warning,
+               hint="Set organism.checks.floors: false to keep this run's results anyway.")
 io.write_table(verdict, snakemake.output.tsv)

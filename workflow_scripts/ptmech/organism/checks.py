@@ -233,7 +233,7 @@ def trio_metrics(root: str | Path, world: World, refusal_settings: dict, work: s
         if role == "instruct":
             result = own_direction_refusal(adapter, instructions, folder, refusal_settings)
             r = result["rates"]
-            out[name].update(floors.refusal_metrics(result["rule"].startswith("lowest"), r["baseline"],
+            out[name].update(floors.refusal_metrics(floors.passed_filters(result["rule"]), r["baseline"],
                                                     r["ablation"], r["addition"]))
             frame = result["selection"]
             best = frame.loc[frame["ablation_refusal_rate"].idxmin()]

@@ -108,6 +108,20 @@ def failures(table: pd.DataFrame) -> list[str]:
             for r in table.itertuples() if not r.passed]
 
 
+def passed_filters(rule: str) -> bool:
+    """Whether the refusal search's ``rule`` (``refusal.select_direction``) says its choice
+    passed every filter rather than falling back."""
+    return str(rule).startswith("lowest")
+
+
+def enforce(table: pd.DataFrame, enabled: bool, warn, hint: str) -> None:
+    """``require`` when ``enabled`` (``organism.checks.floors``), else ``warn`` the misses."""
+    if enabled:
+        require(table, hint)
+    elif failures(table):
+        warn("the organism misses floors (organism.checks.floors is false): " + "; ".join(failures(table)))
+
+
 def require(table: pd.DataFrame, hint: str = "") -> None:
     """Raise ``FloorError`` naming every failed floor of ``evaluate``'s table."""
     failed = failures(table)
@@ -135,7 +149,7 @@ def workflow_metrics(checks: dict[str, pd.DataFrame], truth_layers: dict | None 
                 rows = rows[rows["default_coefficient"].astype(bool)]
             return float(rows["refusal_score"].iloc[0])
 
-        passed = direction.get("how") == "automatic" and str(direction.get("rule", "")).startswith("lowest")
+        passed = direction.get("how") == "automatic" and passed_filters(direction.get("rule", ""))
         metrics[INSTRUCT].update(refusal_metrics(passed, rate(baseline, "none", "harmful"),
                                                  rate(steering, "ablation", "harmful"),
                                                  rate(steering, "addition", "harmless")))
