@@ -1,6 +1,5 @@
 """configs/paper.yaml, the paper's model families, plans a complete run (a dry run: no
-weights are needed). The paper's statement CSVs are user-supplied; stand-ins with the
-paper's columns take their place."""
+weights are needed) on the paper's statement CSVs, which ship in data/paper/."""
 
 from __future__ import annotations
 
@@ -17,11 +16,8 @@ pytestmark = pytest.mark.workflow
 def test_paper_config_dry_run_plans_every_stage_for_every_model(tmp_path):
     wd = copy_workflow(tmp_path / "wf")
     shutil.copytree(REPO / "configs", wd / "configs")
+    shutil.copytree(REPO / "data", wd / "data")
     config = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
-    (wd / "data" / "paper").mkdir(parents=True)
-    for name, spec in config["datasets"].items():
-        if "path" in spec:
-            (wd / spec["path"]).write_text("statement,label\nThe city of Paris is in France.,1\n")
     proc = snakemake(wd, "--dry-run", "--configfile", "configs/paper.yaml")
     out = proc.stdout
     for model in config["models"]:
