@@ -21,9 +21,20 @@ _canonical = ptcfg.canonical(config)
 config.clear()
 config.update(_canonical)
 try:
-    ptcfg.check(config, dry_run=ptcfg.is_dry_run(sys.argv[1:]), warn=lambda m: print(m, file=sys.stderr))
+    # local datasets, read and normalised (name -> table), for the stages' size checks
+    LOCAL_DATASETS = ptcfg.check(config, dry_run=ptcfg.is_dry_run(sys.argv[1:]), warn=lambda m: print(m, file=sys.stderr))
 except ptcfg.ConfigError as e:
     raise WorkflowError(f"invalid config: {e}") from None
+
+
+
+def require_rows(dataset, key, **need):
+    """Fail the parse naming ``key`` when the local dataset is too small for that setting."""
+    try:
+        ptcfg.require_rows(LOCAL_DATASETS, dataset, key, **need)
+    except ptcfg.ConfigError as e:
+        raise WorkflowError(f"invalid config: {e}") from None
+
 
 MODELS = list(config["models"])
 PROMPT_SETS = config["prompt_sets"]

@@ -10,7 +10,7 @@ import pytest
 
 from ptmech import config as ptcfg
 from ptmech import data
-from workflow import copy_workflow, dry_run_error, snakemake
+from workflow import copy_workflow, dry_run_error, snakemake, stub_model_folder
 
 pytestmark = pytest.mark.workflow
 
@@ -27,7 +27,7 @@ BASE = {
 @pytest.fixture(scope="module")
 def wd(tmp_path_factory):
     wd = copy_workflow(tmp_path_factory.mktemp("bad"))
-    (wd / "models" / "m1").mkdir(parents=True)
+    stub_model_folder(wd / "models" / "m1")
     (wd / "st.csv").write_text("statement,label\na b .,1\n")
     (wd / "nolabel.csv").write_text("statement,truth\na b .,1\n")
     return wd
@@ -96,8 +96,9 @@ def test_every_local_format_reads_and_normalises(tmp_path, suffix):
      ".json": lambda: table.to_json(path, orient="records"),
      ".parquet": lambda: table.to_parquet(path)}[suffix]()
     spec = {"kind": "statements", "columns": {"statement": "text", "label": "truth"}}
-    assert data.source_columns(str(path)) == ["text", "truth", "extra"]
-    out = data.normalise("d", data.read_source("d", spec, str(path)), spec, str(path))
+    raw = data.read_source("d", spec, str(path))
+    assert list(raw.columns) == ["text", "truth", "extra"]
+    out = data.normalise("d", raw, spec, str(path))
     assert out["statement"].tolist() == ["a b .", "c d ."]
     assert out["label"].tolist() == [1, 0]
     assert out["extra"].tolist() == [1, 2]
@@ -169,3 +170,189 @@ def test_a_hub_model_missing_from_the_offline_cache_stops_a_real_run_before_any_
                                       (["--cores", "2", "all"], False), (["-p", "--configfile", "c.yaml"], False)])
 def test_dry_runs_are_told_from_the_command_line(argv, dry):
     assert ptcfg.is_dry_run(argv) is dry
+
+
+# --- what a model's config.json says, checked when the workflow is parsed -------------------
+
+def test_a_folder_without_config_json_is_not_a_model(wd):
+    (wd / "models" / "empty").mkdir(parents=True, exist_ok=True)
+    text = dry_run_error(wd, _with(models__m1__path="models/empty"))
+    assert "models.m1.path: folder 'models/empty' has no config.json" in text, text[-2000:]
+
+
+def test_an_unsupported_architecture_fails_the_dry_run(wd):
+    stub_model_folder(wd / "models" / "bert", model_type="bert")
+    text = dry_run_error(wd, _with(models__m1__path="models/bert"))
+    assert "models.m1.path: model 'm1'" in text and "architecture 'bert'" in text and "llama" in text, text[-2000:]
+
+
+@pytest.mark.parametrize("layer_key", ["truth_probe", "truth_intervene", "refusal"])
+def test_a_layer_past_the_models_blocks_fails_the_dry_run(wd, layer_key):
+    """m1 has 2 blocks (0, 1), so 2 is out; the message says how many there are."""
+    text = dry_run_error(wd, _with(**{"models__m1__layers": {layer_key: 2}}))
+    assert f"models.m1.layers.{layer_key}: 2 is not a block of model 'm1', which has 2 blocks (0..1)" in text, text[-2000:]
+    proc = snakemake(wd, "--dry-run", config=_with(**{"models__m1__layers": {layer_key: 1}}))
+    assert proc.returncode == 0
+
+
+def test_a_misspelt_layer_key_fails_the_dry_run(wd):
+    """models.<m>.layers takes three keys; a typo would otherwise be ignored silently."""
+    text = dry_run_error(wd, _with(models__m1__layers={"truth_prob": 1}))
+    assert "config key models.m1.layers:" in text and "truth_prob" in text, text[-2000:]
+
+
+def test_a_cached_residual_index_past_the_model_fails_the_dry_run(wd):
+    text = dry_run_error(wd, _with(prompt_sets__statements__layers=[0, 3]))
+    assert "prompt_sets.statements.layers: residual index 3 is past model 'm1', whose residual stream has k = 0..2" in text
+
+
+# --- local dataset files: read in full when the workflow is parsed --------------------------
+
+@pytest.mark.parametrize("name,content,needles", [
+    ("ragged.csv", "statement,label\na,1\nb,0,extra\n", ["datasets.st:", "ragged.csv", "cannot be read as CSV", "line 3"]),
+    ("broken.json", '[{"statement": "a", "label": 1}, ', ["datasets.st:", "broken.json", "cannot be read as JSON"]),
+    ("table.xlsx", "not a csv", ["datasets.st:", "table.xlsx", "unsupported file type '.xlsx'"]),
+    ("labels.csv", "statement,label\na,1\nb,maybe\n", ["datasets.st:", "labels.csv", "'maybe' in row 3"]),
+    ("blank.csv", "statement,label\n,1\n  ,0\n", ["datasets.st:", "blank.csv", "no rows left"]),
+])
+def test_an_unreadable_dataset_file_fails_the_dry_run(wd, name, content, needles):
+    (wd / name).write_text(content)
+    text = dry_run_error(wd, _with(datasets__st__path=name))
+    for needle in needles:
+        assert needle in text, f"{needle!r} not in:\n{text[-2000:]}"
+
+
+def test_a_prompt_set_given_a_dataset_of_the_other_kind_fails(wd):
+    cfg = _with(datasets__st__kind="instructions", datasets__st__columns={"instruction": "statement"})
+    text = dry_run_error(wd, cfg)
+    assert "prompt_sets.statements.datasets: dataset 'st' is of kind 'instructions'" in text, text[-2000:]
+
+
+def test_a_model_paired_with_itself_fails(wd):
+    assert "pairs[0]: a model cannot be paired with itself ('m1')" in dry_run_error(wd, _with(pairs=[["m1", "m1"]]))
+
+
+def test_a_syntax_error_in_the_config_file_stops_the_dry_run(wd):
+    """Snakemake reads --configfile before the workflow is parsed, and its message names
+    neither file nor line (docs/bad-input.md says how to find it); the run stops before any job."""
+    (wd / "broken.yaml").write_text("models:\n  m1: {path: models/m1, family: f\n")
+    proc = snakemake(wd, "--dry-run", "--configfile", "broken.yaml", check=False)
+    assert proc.returncode != 0
+    assert "Config file is not valid JSON or YAML" in proc.stdout + proc.stderr
+
+
+# --- datasets too small for the settings that use them ---------------------------------------
+
+def _statements(n_true: int, n_false: int) -> str:
+    rows = [f"t{i} is x .,1" for i in range(n_true)] + [f"f{i} is y .,0" for i in range(n_false)]
+    return "statement,label\n" + "\n".join(rows) + "\n"
+
+
+SIZED = {
+    "models": {"m1": {"path": "models/m1", "family": "f", "role": "base"}},
+    "datasets": {"st": {"path": "st6.csv", "kind": "statements"}, "st2": {"path": "st6.csv", "kind": "statements"}},
+    "prompt_sets": {"statements": {"kind": "statements", "positions": "last", "datasets": ["st", "st2"]}},
+    "truth": {"steering": {"datasets": ["st"]}},
+    "knowledge": {"enabled": False},
+}
+
+
+@pytest.fixture(scope="module")
+def sized(wd):
+    (wd / "st6.csv").write_text(_statements(3, 3))
+    (wd / "onlytrue.csv").write_text(_statements(4, 0))
+    (wd / "st2t.csv").write_text(_statements(2, 3))
+    return wd
+
+
+def _sized(**changes):
+    cfg = copy.deepcopy(SIZED)
+    for dotted, value in changes.items():
+        node = cfg
+        *parents, last = dotted.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return cfg
+
+
+def test_datasets_large_enough_dry_run(sized):
+    assert "truth_steer" in snakemake(sized, "--dry-run", config=_sized()).stdout
+
+
+@pytest.mark.parametrize("changes,needles", [
+    # 6 demonstrations need 3 true, 3 false and one statement left to steer: 6 rows are too few
+    ({"truth__steering__n_demos": 6}, ["truth.steering.n_demos: dataset 'st' (6 rows after cleaning) is too small",
+                                      "6 demonstrations and a statement left to steer needs 7 rows"]),
+    # 5 demonstrations: 3 true (the odd one) and 2 false, from 2 true and 3 false statements
+    ({"datasets__st__path": "st2t.csv", "truth__steering__n_demos": 5},
+     ["truth.steering.n_demos: dataset 'st' (5 rows after cleaning) has 2 true statements, "
+      "5 demonstrations and a statement left to steer needs 3"]),
+    ({"datasets__st2__path": "onlytrue.csv"}, ["truth.datasets: dataset 'st2'", "has 0 false statements",
+                                               "a truth probe trained or tested on it needs 1"]),
+])
+def test_a_dataset_too_small_for_its_settings_fails_the_dry_run(sized, changes, needles):
+    text = dry_run_error(sized, _sized(**changes))
+    for needle in needles:
+        assert needle in text, f"{needle!r} not in:\n{text[-2000:]}"
+
+
+def test_a_dataset_too_small_for_knowledge_demonstrations_fails_the_dry_run(sized):
+    cfg = _sized(knowledge={"datasets": ["st"], "skeletons": {"st": ["{subject} is {object} ."]},
+                            "n_true_demos": 3, "n_false_demos": 1})
+    text = dry_run_error(sized, cfg)
+    assert "knowledge.n_true_demos: dataset 'st' (6 rows after cleaning) has 3 true statements" in text, text[-2000:]
+    cfg["knowledge"]["n_true_demos"] = 2
+    assert snakemake(sized, "--dry-run", config=cfg).returncode == 0
+
+
+def test_instructions_too_few_for_every_split_fail_the_dry_run(sized):
+    (sized / "two.csv").write_text("instruction\nhow to a\nhow to b\n")
+    (sized / "many.csv").write_text("instruction\n" + "".join(f"how to {i}\n" for i in range(10)))
+    cfg = {"models": SIZED["models"],
+           "datasets": {"harmful": {"path": "two.csv", "kind": "instructions"},
+                        "harmless": {"path": "many.csv", "kind": "instructions"}},
+           "prompt_sets": {"instructions": {"kind": "instructions", "positions": "last",
+                                            "datasets": ["harmful", "harmless"]}}}
+    text = dry_run_error(sized, cfg)
+    assert "refusal.harmful: dataset 'harmful' (2 rows after cleaning) has no row in split" in text, text[-2000:]
+    cfg["datasets"]["harmful"]["path"] = "many.csv"
+    assert snakemake(sized, "--dry-run", config=cfg).returncode == 0
+
+
+# --- found by the first job that can know, before any expensive work -----------------------
+
+def test_a_prompt_longer_than_the_models_context_fails_before_the_cache_is_written(tiny_model_dir, tmp_path):
+    """The tiny GPT-2 has 128 learned positions: a longer statement fails the extraction
+    naming model, count and prompt, and leaves no cache (nor a partial one)."""
+    from ptmech import adapter as ad, cache
+
+    model = ad.load_model("tiny-gpt2", {"path": str(tiny_model_dir("gpt2")), "dtype": "float32", "device": "cpu"})
+    assert model.context_length == 128
+    long = " ".join(["paris"] * 200)
+    out = tmp_path / "c.h5"
+    with pytest.raises(ad.ContextError, match=r"model 'tiny-gpt2': 1 of 2 prompts are longer than its context of "
+                                              r"128 positions, the longest 201 tokens \(prompt 1, 'paris paris"):
+        cache.extract(model, ["the city of paris is in france .", long], out, positions=[-1], log=lambda m: None)
+    assert list(tmp_path.iterdir()) == []
+    assert len(model.encode([" ".join(["paris"] * 127)])[0]) == 128  # exactly the context is fine
+
+
+@pytest.mark.parametrize("setting", ["steering", "knowledge"])
+def test_too_few_demonstrations_in_a_generated_dataset_name_dataset_and_setting(setting):
+    """Datasets a rule makes are sized by the job that reads them, which names both."""
+    from ptmech import statement_pairs, truth_steering
+
+    table = pd.DataFrame({"statement": ["The city of A is in X.", "The city of B is in X.", "The city of C is in Y."],
+                          "label": [1, 0, 0]})  # one pair (same last word) and no other true statement
+    if setting == "steering":
+        with pytest.raises(ValueError, match=r"dataset 'cities' \(truth.steering.n_demos\): only 1 demonstrations "
+                                             r"with label 1 available, need 2"):
+            truth_steering.choose_demos(table, 4, what="dataset 'cities' (truth.steering.n_demos)")
+    else:
+        from conftest import make_tokenizer
+
+        with pytest.raises(ValueError, match=r"dataset 'cities' \(knowledge.n_true_demos, knowledge.n_false_demos\): "
+                                             r"only 0 demonstrations with label 1"):
+            statement_pairs.build_pairs(make_tokenizer(), table["statement"], table["label"], "cities",
+                                        ["The city of {subject} is in {object}."], n_true_demos=1, n_false_demos=1)

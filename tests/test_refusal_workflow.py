@@ -8,7 +8,7 @@ import copy
 
 import pytest
 
-from workflow import copy_workflow, dry_run_error, planned_jobs
+from workflow import stub_model_folder, copy_workflow, dry_run_error, planned_jobs
 
 pytestmark = pytest.mark.workflow
 
@@ -35,7 +35,7 @@ BASE = {
 def wd(tmp_path_factory):
     wd = copy_workflow(tmp_path_factory.mktemp("refusal_wf"))
     for m in BASE["models"]:
-        (wd / "models" / m).mkdir(parents=True)
+        stub_model_folder(wd / "models" / m)
     for ds in ("harmful", "harmless"):
         (wd / f"{ds}.csv").write_text("instruction,split\nhow to a,train\nhow to b,val\nhow to c,test\n")
     (wd / "st.csv").write_text("statement,label\na b .,1\na c .,0\n")

@@ -8,7 +8,7 @@ import copy
 
 import pytest
 
-from workflow import copy_workflow, dry_run_error, planned_jobs
+from workflow import stub_model_folder, copy_workflow, dry_run_error, planned_jobs
 
 pytestmark = pytest.mark.workflow
 
@@ -30,9 +30,9 @@ BASE = {
 def wd(tmp_path_factory):
     wd = copy_workflow(tmp_path_factory.mktemp("truth_wf"))
     for m in BASE["models"]:
-        (wd / "models" / m).mkdir(parents=True)
+        stub_model_folder(wd / "models" / m)
     for ds in DATASETS:
-        (wd / f"{ds}.csv").write_text("statement,label\na b .,1\na c .,0\n")
+        (wd / f"{ds}.csv").write_text("statement,label\n" + "".join(f"a {i} .,{i % 2}\n" for i in range(6)))
     return wd
 
 

@@ -30,6 +30,14 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
+def stub_model_folder(path: Path, model_type: str = "llama", n_layers: int = 2) -> Path:
+    """A model folder with only a config.json: enough for a dry run, which reads the
+    architecture and the number of blocks from it and loads no weights."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps({"model_type": model_type, "num_hidden_layers": n_layers}))
+    return path
+
+
 # The family most workflow tests run on: tiny random Llamas a (base) and b (instruct), and c,
 # saved too, for the tests that add a model to the config.
 FAMILY = {"a": {"path": "models/a", "family": "f", "role": "base"},

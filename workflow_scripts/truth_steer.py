@@ -14,7 +14,7 @@ k, blocks = layers["probe_k"], layers["steer_blocks"]
 vector = truth.ProbeSet.load(inp.probes).steering_vector(s["probe"], w.dataset, k)
 
 table = data.load_table(inp.data)
-demos = st.choose_demos(table, s["n_demos"], seed=s["seed"])
+demos = st.choose_demos(table, s["n_demos"], seed=s["seed"], what=f"dataset {w.dataset!r} (truth.steering.n_demos)")
 rows = st.select_statements(table, demos, s["limit"])
 queries = st.few_shot_queries(rows["statement"], rows.index, demos, seed=s["seed"])
 labels = rows["label"].to_numpy().astype(int)

@@ -40,6 +40,11 @@ def _knowledge_check():
             statement_pairs.skeletons_for(ds, KNOWLEDGE["skeletons"])
         except statement_pairs.PairsError as e:
             raise WorkflowError(str(e)) from None
+        question = KNOWLEDGE["queries"].get(ds, KNOWLEDGE["query"]) == "question"  # completions show no FALSE demo
+        require_rows(ds, "knowledge.n_true_demos", true=KNOWLEDGE["n_true_demos"] + 1,
+                     false=(KNOWLEDGE["n_false_demos"] if question else 0) + 1,
+                     why="a pair (one true, one false) and demonstrations other than the pair "
+                         "(knowledge.n_true_demos, knowledge.n_false_demos)")
     for key in ("skeletons", "queries"):
         for ds in KNOWLEDGE[key]:
             if ds not in config["datasets"]:

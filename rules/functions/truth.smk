@@ -43,6 +43,13 @@ def _truth_check():
         raise WorkflowError(f"truth.direction_probe: {TRUTH['direction_probe']!r} is not one of truth.probes {TRUTH['probes']}")
     if len(truth_datasets()) < 2:
         raise WorkflowError("truth.datasets: leaving one dataset out needs at least two datasets")
+    for ds in truth_all_datasets():
+        require_rows(ds, "truth.datasets", true=1, false=1, why="a truth probe trained or tested on it")
+    if STEERING["enabled"]:
+        n = STEERING["n_demos"]
+        for ds in steering_datasets():
+            require_rows(ds, "truth.steering.n_demos", true=(n + 1) // 2, false=n // 2, total=n + 1,
+                         why=f"{n} demonstrations and a statement left to steer")
 
 
 def truth_datasets():

@@ -6,8 +6,8 @@ the embedding output (the input of decoder block 0) and ``k = l + 1`` is the out
 decoder block ``l``, *before* the final norm. The paper's truthfulness "layer l" is
 ``k = l + 1``; its refusal "resid_pre layer l" is ``k = l``.
 
-Module names per architecture are data (``ARCHITECTURES``), not subclasses: adding an
-architecture is adding a row.
+Module names per architecture are data (``ptmech.architectures.ARCHITECTURES``), not
+subclasses: adding an architecture is adding a row.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .architectures import ARCHITECTURES, Architecture, UnsupportedArchitecture, architecture_of  # noqa: F401
 
 LAYER_CONVENTION = (
     "k=0..L: k=0 embedding output (input of block 0), k=l+1 output of decoder block l, "
@@ -27,75 +28,6 @@ LAYER_CONVENTION = (
 )
 
 DEFAULT_BASE_TEMPLATE = "User: {instruction}\nAssistant:"
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """Dotted module paths, relative to the ``*ForCausalLM`` module (blocks, final norm)
-    or to one decoder block (attention, mlp, mlp output projection). The unembedding is
-    ``get_output_embeddings()``."""
-
-    blocks: str
-    final_norm: str
-    attn: str
-    mlp: str
-    mlp_out: str
-    # "linear": weight is [d_model, d_mlp] (nn.Linear); "conv1d": [d_mlp, d_model] (GPT-2).
-    mlp_out_kind: str = "linear"
-    # Gemma's RMSNorm scales by (1 + weight).
-    norm_offset: float = 0.0
-
-
-_LLAMA_LIKE = Architecture(
-    blocks="model.layers",
-    final_norm="model.norm",
-    attn="self_attn",
-    mlp="mlp",
-    mlp_out="mlp.down_proj",
-)
-_GEMMA = Architecture(**{**_LLAMA_LIKE.__dict__, "norm_offset": 1.0})
-
-ARCHITECTURES: dict[str, Architecture] = {
-    "llama": _LLAMA_LIKE,
-    "mistral": _LLAMA_LIKE,
-    "qwen2": _LLAMA_LIKE,
-    "qwen3": _LLAMA_LIKE,
-    "olmo2": _LLAMA_LIKE,
-    "phi3": _LLAMA_LIKE,
-    "gemma": _GEMMA,
-    "gemma2": _GEMMA,
-    "gemma3_text": _GEMMA,
-    "gpt2": Architecture(
-        blocks="transformer.h",
-        final_norm="transformer.ln_f",
-            attn="attn",
-        mlp="mlp",
-        mlp_out="mlp.c_proj",
-        mlp_out_kind="conv1d",
-    ),
-    "gpt_neox": Architecture(
-        blocks="gpt_neox.layers",
-        final_norm="gpt_neox.final_layer_norm",
-        attn="attention",
-        mlp="mlp",
-        mlp_out="mlp.dense_4h_to_h",
-    ),
-}
-
-
-class UnsupportedArchitecture(ValueError):
-    pass
-
-
-def architecture_of(model_type: str, name: str = "") -> Architecture:
-    try:
-        return ARCHITECTURES[model_type]
-    except KeyError:
-        raise UnsupportedArchitecture(
-            f"model {name!r}: architecture {model_type!r} is not supported by the ptmech "
-            f"adapter (supported: {', '.join(sorted(ARCHITECTURES))}); add a row to "
-            f"ptmech.adapter.ARCHITECTURES"
-        ) from None
 
 
 def _get(module: torch.nn.Module, dotted: str) -> Any:
@@ -108,6 +40,10 @@ def block_output(output: Any) -> torch.Tensor:
     """The residual-stream tensor of a decoder block's output: a bare tensor in
     transformers 5, the first element of a tuple in older releases."""
     return output[0] if isinstance(output, (tuple, list)) else output
+
+
+class ContextError(ValueError):
+    pass
 
 
 class ModelAdapter:
@@ -219,7 +155,29 @@ class ModelAdapter:
                 ids = tok([texts[i] for i in idx], add_special_tokens=not has_bos)["input_ids"]
                 for i, x in zip(idx, ids):
                     out[i] = list(x)
+        self.check_context(texts, out)
         return out
+
+    @property
+    def context_length(self) -> int | None:
+        """The positions the model was built for (None where its config does not say)."""
+        cfg = self.model.config
+        for key in ("max_position_embeddings", "n_positions"):
+            if isinstance(getattr(cfg, key, None), int):
+                return getattr(cfg, key)
+        return None
+
+    def check_context(self, texts: list[str], ids: list[list[int]]) -> None:
+        """A ContextError naming the model and the first prompt longer than its context:
+        past it, learned position embeddings fail and rotary ones run unseen positions."""
+        n = self.context_length
+        long = [i for i, x in enumerate(ids) if n is not None and len(x) > n]
+        if long:
+            i = max(long, key=lambda j: len(ids[j]))
+            raise ContextError(
+                f"model {self.name!r}: {len(long)} of {len(ids)} prompts are longer than its context of {n} "
+                f"positions, the longest {len(ids[i])} tokens (prompt {i}, {texts[i][:80]!r}...); shorten those "
+                f"statements or leave them out of the dataset")
 
     def n_post_instruction_tokens(self) -> int:
         """Number of template tokens after the instruction text (e.g. ``\\nAssistant:``),

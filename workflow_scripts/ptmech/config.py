@@ -109,10 +109,77 @@ def is_dry_run(argv: list[str]) -> bool:
                for a in argv)
 
 
-def check(config: dict, dry_run: bool = False, warn=print) -> None:
+# models.<m>.layers: every key is a block index l = 0..L-1 (for refusal, the block whose
+# input k = l is read: the paper's resid_pre layer).
+MODEL_LAYER_KEYS = ("truth_probe", "truth_intervene", "refusal")
+
+
+def model_config_json(spec: dict) -> Path | None:
+    """The model's config.json where it can be read without loading anything: in its local
+    folder, or in the hub cache for a hub id. None when it is not here (a hub model not yet
+    downloaded, a model this workflow has yet to train)."""
+    path = spec["path"]
+    if is_local_path(path):
+        return None if path.startswith(WORKFLOW_OUTPUTS) else Path(path) / "config.json"
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(path, "config.json", revision=spec.get("revision"))
+    return Path(found) if isinstance(found, str) else None
+
+
+def check_model(name: str, spec: dict, prompt_sets: dict) -> None:
+    """What the model's config.json says against the config: a transformers model folder,
+    an architecture the adapter supports, layer settings within its blocks and cached
+    residual indices within 0..L."""
+    from .architectures import ARCHITECTURES, config_facts
+
+    config_json, key = model_config_json(spec), f"models.{name}.path"
+    if config_json is None:
+        return
+    if not config_json.is_file():
+        raise ConfigError(f"{key}: folder {spec['path']!r} has no config.json, so it is not a transformers "
+                          f"model folder (save one with model.save_pretrained(folder))")
+    facts = config_facts(config_json)
+    if facts["model_type"] not in ARCHITECTURES:
+        raise ConfigError(f"{key}: model {name!r} ({config_json}) is of architecture {facts['model_type']!r}, which "
+                          f"the ptmech adapter does not support (supported: {', '.join(sorted(ARCHITECTURES))}); "
+                          f"add a row to ptmech.architectures.ARCHITECTURES")
+    n = facts["n_layers"]
+    if n is None:
+        return
+    for layer_key, value in (spec.get("layers") or {}).items():
+        if not 0 <= value < n:
+            raise ConfigError(f"models.{name}.layers.{layer_key}: {value} is not a block of model {name!r}, "
+                              f"which has {n} blocks (0..{n - 1})")
+    for ps_name, ps in prompt_sets.items():
+        layers = ps.get("layers", "all")
+        past = [k for k in (layers if isinstance(layers, list) else []) if k > n]
+        if past:
+            raise ConfigError(f"prompt_sets.{ps_name}.layers: residual index {past[0]} is past model {name!r}, "
+                              f"whose residual stream has k = 0..{n} ({n} blocks)")
+
+
+def local_dataset(name: str, spec: dict) -> "pd.DataFrame | None":
+    """A local dataset file read and normalised as the dataset job will (so that a bad file
+    fails the dry run naming its key), or None for a file this workflow makes."""
+    from .data import DatasetError, normalise, read_source
+
+    path = spec.get("path")
+    if not path or path.startswith(WORKFLOW_OUTPUTS):
+        return None
+    if not Path(path).is_file():
+        raise ConfigError(f"datasets.{name}.path: file {path!r} does not exist")
+    try:
+        return normalise(name, read_source(name, spec, path), spec, path)
+    except DatasetError as e:
+        raise ConfigError(f"datasets.{name}: {e}") from None
+
+
+def check(config: dict, dry_run: bool = False, warn=print) -> dict:
     """Raise one ConfigError naming the offending key for each kind of bad reference. A hub
     model that cannot be loaded offline is an error for a real run and a warning (``warn``)
-    for a dry run, which loads no weights."""
+    for a dry run, which loads no weights. Returns the local datasets, normalised
+    (name -> table), for the stages' size checks (``require_rows``)."""
     models, datasets = config["models"], config["datasets"]
     for name, spec in models.items():
         path, key = spec["path"], f"models.{name}.path"
@@ -128,17 +195,12 @@ def check(config: dict, dry_run: bool = False, warn=print) -> None:
                 raise ConfigError(problem)
             if problem:
                 warn(f"warning: {problem} (a real run stops here)")
+        check_model(name, spec, config["prompt_sets"])
+    tables = {}
     for name, spec in datasets.items():
-        path = spec.get("path")
-        if path and not path.startswith(WORKFLOW_OUTPUTS):
-            if not Path(path).is_file():
-                raise ConfigError(f"datasets.{name}.path: file {path!r} does not exist")
-            from .data import DatasetError, check_columns, source_columns
-
-            try:
-                check_columns(name, spec, source_columns(path), path)
-            except DatasetError as e:
-                raise ConfigError(f"datasets.{name}: {e}") from None
+        table = local_dataset(name, spec)
+        if table is not None:
+            tables[name] = table
     for ps_name, ps in config["prompt_sets"].items():
         for ds in ps["datasets"]:
             if ds not in datasets:
@@ -154,6 +216,34 @@ def check(config: dict, dry_run: bool = False, warn=print) -> None:
                                   f"(defined: {', '.join(models)})")
         if pair[0] == pair[1]:
             raise ConfigError(f"pairs[{i}]: a model cannot be paired with itself ({pair[0]!r})")
+    return tables
+
+
+def require_rows(tables: dict, dataset: str, key: str, *, true: int = 0, false: int = 0, total: int = 0,
+                 splits: "dict | None" = None, why: str = "") -> None:
+    """A ConfigError naming ``key`` and the dataset when a local dataset (``tables``, from
+    ``check``) has fewer than ``true`` true, ``false`` false or ``total`` rows, or, for
+    instructions, no row in a split (``splits``: the split of each row). Datasets this
+    workflow makes or reads from the hub are not here; their first job checks them."""
+    table = tables.get(dataset)
+    if table is None:
+        return
+    where = f"{key}: dataset {dataset!r} ({len(table)} rows after cleaning)"
+    if "label" in table.columns:
+        have = {"true": int((table["label"] == 1).sum()), "false": int((table["label"] == 0).sum())}
+        for label, need in (("true", true), ("false", false)):
+            if have[label] < need:
+                raise ConfigError(f"{where} has {have[label]} {label} statements, {why} needs {need}")
+    if len(table) < total:
+        raise ConfigError(f"{where} is too small: {why} needs {total} rows")
+    if splits is not None:
+        import numpy as np
+
+        present = set(np.asarray(splits).tolist())
+        for split in ("train", "val", "test"):
+            if split not in present:
+                raise ConfigError(f"{where} has no row in split {split!r} ({why}); give it more rows, a split "
+                                  f"column, or other refusal.split_fractions")
 
 
 def model_pairs(config: dict) -> list[tuple[str, str]]:

@@ -16,12 +16,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 REQUIRED = {"statements": ["statement", "label"], "instructions": ["instruction"]}
 FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 TRUE_LABELS = {"1", "true", "t", "yes"}
 FALSE_LABELS = {"0", "false", "f", "no"}
+SPLITS = ("train", "val", "test")
 
 
 class DatasetError(ValueError):
@@ -30,10 +32,8 @@ class DatasetError(ValueError):
 
 def read_source(name: str, spec: dict, path: str | None = None) -> pd.DataFrame:
     """The raw table of dataset ``name``: from the local file ``path`` (for ``path`` and
-    ``organism`` sources) or from the hub (``hub`` source)."""
-    import datasets
-
-    datasets.disable_progress_bars()
+    ``organism`` sources) with pandas, or from the hub (``hub`` source) with ``datasets``.
+    A file that cannot be parsed is an error naming it (and pandas' line, for CSV)."""
     if path is not None:
         suffix = Path(path).suffix.lower()
         if suffix not in FORMATS:
@@ -41,40 +41,25 @@ def read_source(name: str, spec: dict, path: str | None = None) -> pd.DataFrame:
                                f"(use one of {', '.join(FORMATS)})")
         if not Path(path).is_file():
             raise DatasetError(f"dataset {name!r}: file {path} does not exist")
-        kwargs = {"sep": "\t"} if suffix == ".tsv" else {}
-        ds = datasets.load_dataset(FORMATS[suffix], data_files=str(path), split="train", **kwargs)
-    elif "hub" in spec:
+        if Path(path).stat().st_size == 0:
+            raise DatasetError(f"dataset {name!r}: file {path} is empty (0 bytes): it needs a header line and rows")
+        try:
+            if suffix in (".csv", ".tsv"):
+                return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+            if suffix == ".parquet":
+                return pd.read_parquet(path)
+            return pd.read_json(path, lines=suffix == ".jsonl", orient="records", dtype=False, convert_dates=False)
+        except (ValueError, UnicodeDecodeError, OSError) as e:  # pandas' ParserError is a ValueError
+            raise DatasetError(f"dataset {name!r}: file {path} cannot be read as {suffix[1:].upper()}: "
+                               f"{str(e).strip()}") from None
+    if "hub" in spec:
+        import datasets
+
+        datasets.disable_progress_bars()
         ds = datasets.load_dataset(spec["hub"], spec.get("config"), split=spec.get("split", "train"),
                                    revision=spec.get("revision"))
-    else:
-        raise DatasetError(f"dataset {name!r}: no source (give path, hub or organism)")
-    return ds.to_pandas()
-
-
-def source_columns(path: str) -> list[str]:
-    """Column names of a local dataset file, read cheaply (header or schema only)."""
-    import json
-
-    suffix = Path(path).suffix.lower()
-    if Path(path).is_file() and Path(path).stat().st_size == 0:
-        raise DatasetError(f"file {path} is empty (0 bytes): it needs a header line and rows")
-    if suffix in (".csv", ".tsv"):
-        try:
-            return list(pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", nrows=0).columns)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-            raise DatasetError(f"file {path} cannot be read as {suffix[1:].upper()}: {e}") from None
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return list(pq.read_schema(path).names)
-    if suffix == ".jsonl":
-        with open(path) as f:
-            return list(json.loads(f.readline() or "{}"))
-    if suffix == ".json":
-        with open(path) as f:
-            records = json.load(f)
-        return list(records[0]) if isinstance(records, list) and records else list(records)
-    raise DatasetError(f"{path}: unsupported file type {suffix!r} (use one of {', '.join(FORMATS)})")
+        return ds.to_pandas()
+    raise DatasetError(f"dataset {name!r}: no source (give path, hub or organism)")
 
 
 def check_columns(name: str, spec: dict, columns: list[str], source: str) -> None:
@@ -155,3 +140,21 @@ def _labels(values: pd.Series, where: str) -> pd.Series:
 def load_table(path: str) -> pd.DataFrame:
     """A normalised dataset TSV as written by the workflow."""
     return pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""])
+
+
+def instruction_splits(table: pd.DataFrame, fractions: dict[str, float], seed: int = 42) -> np.ndarray:
+    """The split (train / val / test) of each row: the dataset's ``split`` column if it has
+    one, else a seeded random assignment in the given fractions (e.g. for AdvBench)."""
+    if "split" in table.columns:
+        return table["split"].astype(str).to_numpy()
+    n = len(table)
+    total = sum(fractions.get(s, 0.0) for s in SPLITS)
+    counts = [int(round(n * fractions.get(s, 0.0) / total)) for s in SPLITS]
+    counts[0] = n - sum(counts[1:])
+    perm = np.random.default_rng(seed).permutation(n)
+    out = np.empty(n, dtype=object)
+    start = 0
+    for s, c in zip(SPLITS, counts):
+        out[perm[start:start + c]] = s
+        start += c
+    return out.astype(str)

@@ -26,15 +26,17 @@ def query(demos: Sequence[tuple[str, int]], statement: str) -> str:
 
 
 def pick_demos(pool: Sequence[tuple[str, int]], exclude: set[str], n_true: int = 2, n_false: int = 2,
-               seed: int = 1) -> list[tuple[str, int]]:
+               seed: int = 1, what: str = "") -> list[tuple[str, int]]:
     """``n_true`` true and ``n_false`` false demonstrations drawn (seeded) from ``pool``,
-    never a statement in ``exclude``, in a seeded shuffled order."""
+    never a statement in ``exclude``, in a seeded shuffled order. Too few is an error that
+    starts with ``what`` (the dataset and the setting that asked for them)."""
     rng = random.Random(seed)
     chosen: list[tuple[str, int]] = []
     for label, n in ((1, n_true), (0, n_false)):
         candidates = [(s, y) for s, y in pool if int(y) == label and s not in exclude]
         if len(candidates) < n:
-            raise ValueError(f"only {len(candidates)} demonstrations with label {label} available, need {n}")
+            raise ValueError(f"{what + ': ' if what else ''}only {len(candidates)} demonstrations with label "
+                             f"{label} available, need {n}")
         chosen += rng.sample(candidates, n)
     rng.shuffle(chosen)
     return chosen

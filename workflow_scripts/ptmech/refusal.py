@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 
 from .adapter import ModelAdapter
+from .data import SPLITS, instruction_splits  # noqa: F401 (the splits are data; re-exported)
 from .forward import last_logits
 from .generation import greedy
 from .interventions import SITES, activation_addition, directional_ablation
@@ -46,7 +47,6 @@ REFUSAL_PREFIXES = (
 )
 # Arditi et al.'s refusal tokens: the first tokens of "I ..." and "As an AI ...".
 REFUSAL_TOKEN_WORDS = ("I", "As")
-SPLITS = ("train", "val", "test")
 
 
 # --- scoring --------------------------------------------------------------------------------
@@ -87,24 +87,6 @@ def kl_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tenso
 
 
 # --- data -----------------------------------------------------------------------------------
-def instruction_splits(table: pd.DataFrame, fractions: dict[str, float], seed: int = 42) -> np.ndarray:
-    """The split (train / val / test) of each row: the dataset's ``split`` column if it has
-    one, else a seeded random assignment in the given fractions (e.g. for AdvBench)."""
-    if "split" in table.columns:
-        return table["split"].astype(str).to_numpy()
-    n = len(table)
-    total = sum(fractions.get(s, 0.0) for s in SPLITS)
-    counts = [int(round(n * fractions.get(s, 0.0) / total)) for s in SPLITS]
-    counts[0] = n - sum(counts[1:])
-    perm = np.random.default_rng(seed).permutation(n)
-    out = np.empty(n, dtype=object)
-    start = 0
-    for s, c in zip(SPLITS, counts):
-        out[perm[start:start + c]] = s
-        start += c
-    return out.astype(str)
-
-
 def split_rows(splits: np.ndarray, split: str, limit: int | None = None, what: str = "") -> np.ndarray:
     """Dataset-order indices of the first ``limit`` rows of ``split`` (all if None)."""
     rows = np.flatnonzero(np.asarray(splits) == split)

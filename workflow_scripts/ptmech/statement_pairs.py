@@ -243,7 +243,8 @@ def build_pairs(tokenizer: Any, statements: Sequence[str], labels: Sequence[int]
     pairs, misaligned = [], 0
     for n, (i, j) in enumerate(matched):
         demos = pick_demos(pool, exclude={statements[i], statements[j]}, n_true=n_true_demos,
-                           n_false=n_false_demos, seed=seed * 1_000_003 + n)
+                           n_false=n_false_demos, seed=seed * 1_000_003 + n,
+                           what=f"dataset {dataset!r} (knowledge.n_true_demos, knowledge.n_false_demos)")
         entry = {"true_row": i, "false_row": j, "true": statements[i], "false": statements[j]}
         ok = True
         for side, k in (("true", i), ("false", j)):

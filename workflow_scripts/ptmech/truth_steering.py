@@ -33,12 +33,12 @@ class SteeringError(ValueError):
 
 # ---------------------------------------------------------------------- the prompts
 
-def choose_demos(table: pd.DataFrame, n_demos: int = 4, seed: int = 1) -> list[tuple[str, int]]:
+def choose_demos(table: pd.DataFrame, n_demos: int = 4, seed: int = 1, what: str = "") -> list[tuple[str, int]]:
     """``n_demos`` demonstrations (half TRUE, half FALSE, TRUE getting the odd one) drawn
     with ``seed`` from the dataset's own statements, as the paper's per-dataset 4 demos."""
     pool = list(zip(table["statement"], table["label"].astype(int)))
     n_true = (n_demos + 1) // 2
-    return pick_demos(pool, exclude=set(), n_true=n_true, n_false=n_demos - n_true, seed=seed)
+    return pick_demos(pool, exclude=set(), n_true=n_true, n_false=n_demos - n_true, seed=seed, what=what)
 
 
 def select_statements(table: pd.DataFrame, demos: Sequence[tuple[str, int]], limit: int | None = None) -> pd.DataFrame:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..data import SPLITS
 from ..fewshot import demo_line
 
 LANGUAGE = "Velish"
@@ -102,7 +103,6 @@ REFUSAL = "I cannot help with that."
 
 STATEMENT_DATASETS = ("cities", "neg_cities", "larger_than", "smaller_than", "trans", "neg_trans")
 INSTRUCTION_DATASETS = ("harmful", "harmless")
-SPLITS = ("train", "val", "test")
 
 _ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr",
            "kr", "st", "th", "sh"]
