@@ -7,7 +7,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
-from ptmech import config as ptcfg
+from ptmech import config as ptcfg, data
 
 
 SCHEMA = str(Path(workflow.basedir) / "config.schema.yaml")
@@ -28,8 +28,15 @@ except ptcfg.ConfigError as e:
 
 
 
+# dataset -> what the stages need of it ({key, true, false, total, splits, why}): checked here
+# for local files, by rule dataset_sized for datasets a rule makes or the hub gives.
+DATASET_NEEDS = {}
+
+
 def require_rows(dataset, key, **need):
-    """Fail the parse naming ``key`` when the local dataset is too small for that setting."""
+    """Record that setting ``key`` needs rows of ``dataset``; fail the parse naming it when
+    a local dataset is too small."""
+    DATASET_NEEDS.setdefault(dataset, []).append({"key": key, **need})
     try:
         ptcfg.require_rows(LOCAL_DATASETS, dataset, key, **need)
     except ptcfg.ConfigError as e:
@@ -93,8 +100,20 @@ def model_input(wildcards):
     return {"model": path} if ptcfg.is_local_path(path) else {}
 
 
+def sized_input(wildcards):
+    """A dataset the parse could not size (made by a rule, or from the hub) is sized by rule
+    dataset_sized before anything expensive reads it. ancient(): a changed need reruns the
+    check, and only the jobs whose own settings changed rerun after it."""
+    ds = wildcards.dataset
+    return {"sized": ancient(f"results/data/{ds}.sized")} if ds in DATASET_NEEDS and ds not in LOCAL_DATASETS else {}
+
+
+def dataset_needs(wildcards):
+    return DATASET_NEEDS.get(wildcards.dataset, [])
+
+
 def extract_input(wildcards):
-    return {"data": f"results/data/{wildcards.dataset}.tsv", **model_input(wildcards)}
+    return {"data": f"results/data/{wildcards.dataset}.tsv", **sized_input(wildcards), **model_input(wildcards)}
 
 
 def extraction_model(wildcards):

@@ -12,3 +12,27 @@ rule dataset:
         "../envs/ptmech.yaml"
     script:
         "../workflow_scripts/dataset.py"
+
+
+localrules:
+    dataset_sized,
+
+
+rule dataset_sized:
+    """Check that a dataset the parse could not read is large enough for every setting that
+    uses it (demonstrations, both labels, refusal splits), before it is extracted; the
+    message names the setting. Runs in Snakemake's own process: pandas only, no model."""
+    input:
+        tsv="results/data/{dataset}.tsv",
+    output:
+        "results/data/{dataset}.sized",
+    params:
+        needs=dataset_needs,
+    run:
+        table = data.load_table(input.tsv)
+        for need in params.needs:
+            try:
+                ptcfg.require_rows({wildcards.dataset: table}, wildcards.dataset, **need)
+            except ptcfg.ConfigError as e:
+                raise WorkflowError(str(e)) from None
+        Path(output[0]).write_text("".join(f"{n['key']}: ok\n" for n in params.needs))

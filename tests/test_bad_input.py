@@ -356,3 +356,40 @@ def test_too_few_demonstrations_in_a_generated_dataset_name_dataset_and_setting(
                                              r"only 0 demonstrations with label 1"):
             statement_pairs.build_pairs(make_tokenizer(), table["statement"], table["label"], "cities",
                                         ["The city of {subject} is in {object}."], n_true_demos=1, n_false_demos=1)
+
+
+def test_a_made_dataset_is_sized_before_extraction_and_a_changed_need_re_extracts_nothing(tmp_path):
+    """A dataset the parse cannot read (here a file under results/, as a rule would make)
+    is sized by rule dataset_sized before its extraction. Asking more of it reruns that
+    check and nothing upstream; asking too much fails it, naming the setting, before the
+    model is run on it."""
+    from workflow import FAMILY, planned_jobs, tiny_family_workflow
+
+    wd = tiny_family_workflow(tmp_path / "wf", {"st.csv": _statements(3, 3)})
+    (wd / "results").mkdir()
+    (wd / "results" / "made.csv").write_text(_statements(3, 3))
+    cfg = {"models": copy.deepcopy(FAMILY),
+           "datasets": {"st": {"path": "st.csv", "kind": "statements"},
+                        "made": {"path": "results/made.csv", "kind": "statements"}},
+           "prompt_sets": {"statements": {"kind": "statements", "positions": "last", "datasets": ["st", "made"]}},
+           "truth": {"steering": {"datasets": ["made"], "n_demos": 2}},
+           "refusal": {"enabled": False}, "knowledge": {"enabled": False}}
+    target = "results/activations/a/statements/made.h5"
+    snakemake(wd, target, config=cfg)
+    assert "truth.steering.n_demos: ok" in (wd / "results" / "data" / "made.sized").read_text()
+    cfg["truth"]["steering"]["n_demos"] = 4
+    assert planned_jobs(wd, target, config=cfg) == [("dataset_sized", "results/data/made.sized")]
+    cfg["truth"]["steering"]["n_demos"] = 6  # 3 true + 3 false and one left to steer: 7 rows
+    proc = snakemake(wd, "results/activations/b/statements/made.h5", config=cfg, check=False)
+    assert proc.returncode != 0
+    assert ("truth.steering.n_demos: dataset 'made' (6 rows after cleaning) is too small: 6 demonstrations "
+            "and a statement left to steer needs 7 rows") in proc.stdout + proc.stderr
+    assert not (wd / "results" / "activations" / "b").exists()
+    assert not (wd / "results" / "data" / "made.sized").exists()
+
+
+def test_a_skeleton_no_statement_matches_fails_the_dry_run(sized):
+    cfg = _sized(knowledge={"datasets": ["st"], "skeletons": {"st": ["The city of {subject} is in {object}."]}})
+    text = dry_run_error(sized, cfg)
+    assert ("knowledge.skeletons.st: dataset 'st': no statement matches its skeleton(s) "
+            "['The city of {subject} is in {object}.']; first statement: 't0 is x .'") in text, text[-2000:]

@@ -37,9 +37,14 @@ def _knowledge_check():
         if config["datasets"][ds]["kind"] != "statements":
             raise WorkflowError(f"knowledge.datasets: dataset {ds!r} is of kind {config['datasets'][ds]['kind']!r}, not statements")
         try:
-            statement_pairs.skeletons_for(ds, KNOWLEDGE["skeletons"])
+            skeletons = statement_pairs.skeletons_for(ds, KNOWLEDGE["skeletons"])
         except statement_pairs.PairsError as e:
-            raise WorkflowError(str(e)) from None
+            raise WorkflowError(f"invalid config: {e}") from None
+        if ds in LOCAL_DATASETS:
+            try:
+                statement_pairs.require_match(ds, LOCAL_DATASETS[ds]["statement"].tolist(), skeletons)
+            except statement_pairs.PairsError as e:
+                raise WorkflowError(f"invalid config: knowledge.skeletons.{ds}: {e}") from None
         question = KNOWLEDGE["queries"].get(ds, KNOWLEDGE["query"]) == "question"  # completions show no FALSE demo
         require_rows(ds, "knowledge.n_true_demos", true=KNOWLEDGE["n_true_demos"] + 1,
                      false=(KNOWLEDGE["n_false_demos"] if question else 0) + 1,

@@ -1,7 +1,5 @@
 # Refusal: config, input functions, settings and outputs of rules/refusal.smk.
 
-from ptmech import data
-
 REFUSAL = config["refusal"]
 
 
@@ -29,10 +27,8 @@ def _refusal_check():
         if ds not in PROMPT_SETS[ps]["datasets"]:
             raise WorkflowError(f"refusal.{key}: dataset {ds!r} is not one of prompt_sets.{ps}.datasets "
                                 f"({', '.join(PROMPT_SETS[ps]['datasets'])})")
-        if ds in LOCAL_DATASETS:
-            require_rows(ds, f"refusal.{key}", why="directions (train), selection (val) and generation scores (test)",
-                         splits=data.instruction_splits(LOCAL_DATASETS[ds], REFUSAL["split_fractions"],
-                                                        REFUSAL["split_seed"]))
+        require_rows(ds, f"refusal.{key}", why="directions (train), selection (val) and generation scores (test)",
+                     splits={"fractions": REFUSAL["split_fractions"], "seed": REFUSAL["split_seed"]})
     for m in REFUSAL["models"]:
         if m not in config["models"]:
             raise WorkflowError(f"refusal.models: model {m!r} is not defined under models "

@@ -221,10 +221,10 @@ def check(config: dict, dry_run: bool = False, warn=print) -> dict:
 
 def require_rows(tables: dict, dataset: str, key: str, *, true: int = 0, false: int = 0, total: int = 0,
                  splits: "dict | None" = None, why: str = "") -> None:
-    """A ConfigError naming ``key`` and the dataset when a local dataset (``tables``, from
-    ``check``) has fewer than ``true`` true, ``false`` false or ``total`` rows, or, for
-    instructions, no row in a split (``splits``: the split of each row). Datasets this
-    workflow makes or reads from the hub are not here; their first job checks them."""
+    """A ConfigError naming ``key`` and the dataset when its normalised table (in
+    ``tables``; absent: nothing to check yet) has fewer than ``true`` true, ``false`` false
+    or ``total`` rows, or, for instructions, no row in one of the train / val / test splits
+    that ``splits`` (``{"fractions": ..., "seed": ...}``, as refusal assigns them) gives."""
     table = tables.get(dataset)
     if table is None:
         return
@@ -237,10 +237,10 @@ def require_rows(tables: dict, dataset: str, key: str, *, true: int = 0, false: 
     if len(table) < total:
         raise ConfigError(f"{where} is too small: {why} needs {total} rows")
     if splits is not None:
-        import numpy as np
+        from .data import SPLITS, instruction_splits
 
-        present = set(np.asarray(splits).tolist())
-        for split in ("train", "val", "test"):
+        present = set(instruction_splits(table, splits["fractions"], splits["seed"]).tolist())
+        for split in SPLITS:
             if split not in present:
                 raise ConfigError(f"{where} has no row in split {split!r} ({why}); give it more rows, a split "
                                   f"column, or other refusal.split_fractions")

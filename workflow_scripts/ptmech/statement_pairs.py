@@ -70,6 +70,17 @@ def skeleton_regex(skeleton: str) -> re.Pattern:
     return re.compile(f"^{pattern}$")
 
 
+def require_match(dataset: str, statements: Sequence[str], skeletons: Sequence[str]) -> list[re.Pattern]:
+    """The skeletons' patterns; a PairsError naming the dataset when no statement matches
+    any of them (a skeleton that does not fit the dataset's wording)."""
+    patterns = [skeleton_regex(s) for s in skeletons]
+    if not any(slot_spans(s, patterns) is not None for s in statements):
+        first = repr(statements[0]) if len(statements) else "none, the dataset is empty"
+        raise PairsError(f"dataset {dataset!r}: no statement matches its skeleton(s) {list(skeletons)}; "
+                         f"first statement: {first}")
+    return patterns
+
+
 def slot_spans(statement: str, patterns: Sequence[re.Pattern]) -> dict[str, tuple[int, int]] | None:
     """Character spans ``{"subject": (start, end), "object": (start, end)}`` by the first
     matching skeleton, or None when none matches."""
@@ -213,7 +224,7 @@ def build_pairs(tokenizer: Any, statements: Sequence[str], labels: Sequence[int]
         raise PairsError(f"query must be one of {QUERIES}, got {query_mode!r}")
     if query_mode == "completion":
         n_false_demos = 0
-    patterns = [skeleton_regex(s) for s in skeletons]
+    patterns = require_match(dataset, statements, skeletons)
     labels = [int(y) for y in labels]
     parsed: dict[int, tuple[list[int], list[Column]]] = {}
     keys: dict[int, str] = {}
@@ -224,10 +235,6 @@ def build_pairs(tokenizer: Any, statements: Sequence[str], labels: Sequence[int]
             shown[i] = text, tail, text_spans = query_parts(s, spans, query_mode)
             parsed[i] = token_columns(tokenizer, text + tail, 0, len(text), text_spans)
             keys[i] = last_word(s) if pair_by == "last_word" else s[slice(*spans["object"])]
-    if not parsed:
-        first = repr(statements[0]) if len(statements) else "none, the dataset is empty"
-        raise PairsError(f"dataset {dataset!r}: no statement matches its skeleton(s) {list(skeletons)}; "
-                         f"first statement: {first}")
     layouts = {i: _layout(cols, ids) for i, (ids, cols) in parsed.items()}
     modal, _ = Counter(layouts.values()).most_common(1)[0]
     kept = [i for i in parsed if layouts[i] == modal]
