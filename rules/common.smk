@@ -7,7 +7,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
-from ptmech import config as ptcfg, data
+from ptmech import config as ptcfg
 
 
 SCHEMA = str(Path(workflow.basedir) / "config.schema.yaml")

@@ -28,11 +28,7 @@ rule dataset_sized:
         "results/data/{dataset}.sized",
     params:
         needs=dataset_needs,
+    log:
+        "logs/dataset/{dataset}.sized.log",
     run:
-        table = data.load_table(input.tsv)
-        for need in params.needs:
-            try:
-                ptcfg.require_rows({wildcards.dataset: table}, wildcards.dataset, **need)
-            except ptcfg.ConfigError as e:
-                raise WorkflowError(str(e)) from None
-        Path(output[0]).write_text("".join(f"{n['key']}: ok\n" for n in params.needs))
+        ptcfg.require_all(input.tsv, wildcards.dataset, params.needs, output[0])

@@ -246,6 +246,19 @@ def require_rows(tables: dict, dataset: str, key: str, *, true: int = 0, false: 
                                   f"column, or other refusal.split_fractions")
 
 
+def require_all(tsv: str, dataset: str, needs: list[dict], out: str) -> None:
+    """``require_rows`` for each need (``{key, ...}``) of one normalised dataset file; on
+    success ``out`` lists the settings it satisfies, one line each (rule dataset_sized)."""
+    from .data import load_table
+    from .io import atomic_path
+
+    table = load_table(tsv)
+    for need in needs:
+        require_rows({dataset: table}, dataset, **need)
+    with atomic_path(out) as tmp:
+        tmp.write_text("".join(f"{need['key']}: ok ({len(table)} rows)\n" for need in needs))
+
+
 def model_pairs(config: dict) -> list[tuple[str, str]]:
     """Ordered (source, target) model pairs: ``config["pairs"]`` if given, else every
     ordered pair of distinct models within a family."""
