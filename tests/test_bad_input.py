@@ -33,18 +33,23 @@ def wd(tmp_path_factory):
     return wd
 
 
-def _with(**changes):
-    cfg = copy.deepcopy(BASE)
+def _edited(base: dict, **changes) -> dict:
+    """A copy of ``base`` with ``a__b__c=value`` set (None deletes the key)."""
+    cfg = copy.deepcopy(base)
     for dotted, value in changes.items():
         node = cfg
         *parents, last = dotted.split("__")
         for p in parents:
-            node = node[p]
+            node = node.setdefault(p, {})
         if value is None:
             del node[last]
         else:
             node[last] = value
     return cfg
+
+
+def _with(**changes):
+    return _edited(BASE, **changes)
 
 
 def test_the_valid_base_config_dry_runs(wd):
@@ -266,14 +271,7 @@ def sized(wd):
 
 
 def _sized(**changes):
-    cfg = copy.deepcopy(SIZED)
-    for dotted, value in changes.items():
-        node = cfg
-        *parents, last = dotted.split("__")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return cfg
+    return _edited(SIZED, **changes)
 
 
 def test_datasets_large_enough_dry_run(sized):
