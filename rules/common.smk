@@ -1,12 +1,19 @@
 # Config loading and validation, wildcard constraints, and every input / params function.
 # Rules only name things; the logic lives here and in the ptmech library.
 
+import os
 import sys
 from pathlib import Path
 
 from snakemake.utils import validate
 
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
+LIBRARY = str(Path(workflow.basedir).resolve() / "workflow_scripts")
+sys.path.insert(0, LIBRARY)
+# Rule scripts run in Python processes of their own, where Snakemake puts the script's folder
+# after site-packages; PYTHONPATH comes before it, so they too import this workflow's ptmech
+# rather than whichever copy is installed (another clone's, an older release).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [LIBRARY] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != LIBRARY])
 from ptmech import config as ptcfg
 
 

@@ -191,6 +191,8 @@ def test_selection_grid_and_iou_grid():
         sb = set(sel[(sel.model == row.model_b) & (sel.top_norm_fraction == row.top_norm_fraction)
                      & (sel.n_neurons == row.n_neurons)]["neuron"])
         assert row.iou == pytest.approx(len(sa & sb) / len(sa | sb))
+    alone = cf.iou_grid(sel, [])  # a one-model family has no pair: an empty table, not a KeyError
+    assert alone.empty and list(alone.columns) == list(table.columns)
 
 
 def test_ablation_neurons_groups():

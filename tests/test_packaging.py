@@ -85,3 +85,25 @@ def test_snakemake_lint_is_clean(tmp_path):
     wf = copy_workflow(tmp_path / "wf")
     proc = snakemake(wf, "--lint", check=False)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+
+
+def test_rule_scripts_import_the_ptmech_of_their_own_workflow(tmp_path):
+    """A workflow copy whose library differs from the installed ptmech (another clone, an
+    older release) runs its own: the cache records the copy's version, not the installed one."""
+    import h5py
+    import pytest
+
+    import ptmech
+    from workflow import FAMILY, tiny_family_workflow
+
+    wd = tiny_family_workflow(tmp_path / "wf", {"st.csv": "statement,label\na b .,1\nc d .,0\n"})
+    init = wd / "workflow_scripts" / "ptmech" / "__init__.py"
+    init.write_text(init.read_text().replace(f'__version__ = "{ptmech.__version__}"', '__version__ = "0+this-copy"'))
+    assert "0+this-copy" in init.read_text()
+    if ptmech.__file__.startswith(str(wd)):
+        pytest.fail("the test process itself imported the copy; the check below would prove nothing")
+    cfg = {"models": {"a": FAMILY["a"]}, "datasets": {"st": {"path": "st.csv", "kind": "statements"}},
+           "prompt_sets": {"statements": {"kind": "statements", "positions": "last", "datasets": ["st"]}}}
+    snakemake(wd, "results/activations/a/statements/st.h5", config=cfg)
+    with h5py.File(wd / "results" / "activations" / "a" / "statements" / "st.h5") as f:
+        assert f.attrs["ptmech_version"] == "0+this-copy"

@@ -198,11 +198,14 @@ def selection_grid(stats: dict[str, pd.DataFrame], fractions: Sequence[float],
                                        "norm", "logit_var"])
 
 
+IOU_COLUMNS = ["model_a", "model_b", "top_norm_fraction", "n_neurons", "n_a", "n_b", "intersection", "union", "iou"]
+
+
 def iou_grid(selected: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> pd.DataFrame:
     """IoU of the entropy-neuron sets of each (unordered) model pair at each (p, n) of
     ``selected`` (:func:`selection_grid`): columns ``model_a``, ``model_b``,
     ``top_norm_fraction``, ``n_neurons``, ``n_a``, ``n_b``, ``intersection``, ``union``,
-    ``iou``."""
+    ``iou``; no rows, but those columns, when there is no pair (a one-model family)."""
     sets = {key: set(g["neuron"]) for key, g in
             selected.groupby(["model", "top_norm_fraction", "n_neurons"])}
     grid = selected[["top_norm_fraction", "n_neurons"]].drop_duplicates().itertuples(index=False)
@@ -214,7 +217,7 @@ def iou_grid(selected: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> pd.Dat
             rows.append({"model_a": a, "model_b": b, "top_norm_fraction": p, "n_neurons": n,
                          "n_a": len(sa), "n_b": len(sb), "intersection": len(sa & sb),
                          "union": len(sa | sb), "iou": iou(sa, sb)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=IOU_COLUMNS)
 
 
 def unordered(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
