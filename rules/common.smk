@@ -12,8 +12,9 @@ sys.path.insert(0, LIBRARY)
 # Rule scripts run in Python processes of their own, where Snakemake puts the script's folder
 # after site-packages; PYTHONPATH comes before it, so they too import this workflow's ptmech
 # rather than whichever copy is installed (another clone's, an older release).
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [LIBRARY] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != LIBRARY])
+# (It sets the variable, so envvars:, which declares variables a run needs, does not apply.)
+os.environ.update(PYTHONPATH=os.pathsep.join(
+    [LIBRARY] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != LIBRARY]))
 from ptmech import config as ptcfg
 
 
