@@ -391,3 +391,23 @@ def test_a_skeleton_no_statement_matches_fails_the_dry_run(sized):
     text = dry_run_error(sized, cfg)
     assert ("knowledge.skeletons.st: dataset 'st': no statement matches its skeleton(s) "
             "['The city of {subject} is in {object}.']; first statement: 't0 is x .'") in text, text[-2000:]
+
+
+def test_a_post_trained_model_without_chat_template_or_template_fails_the_dry_run(sized):
+    """Instructions are rendered with a post-trained model's chat template; a folder whose
+    tokenizer has none needs models.<m>.template, and the dry run says so."""
+    folder = stub_model_folder(sized / "models" / "plain")
+    (folder / "tokenizer_config.json").write_text("{}")
+    (sized / "many.csv").write_text("instruction\n" + "".join(f"how to {i}\n" for i in range(10)))
+    cfg = {"models": {"m1": {"path": "models/plain", "family": "f", "role": "instruct"}},
+           "datasets": {"harmful": {"path": "many.csv", "kind": "instructions"},
+                        "harmless": {"path": "many.csv", "kind": "instructions"}},
+           "prompt_sets": {"instructions": {"kind": "instructions", "positions": "last",
+                                            "datasets": ["harmful", "harmless"]}}}
+    text = dry_run_error(sized, cfg)
+    assert "models.m1.template: model 'm1' (role 'instruct') has no chat template in models/plain" in text, text[-2000:]
+    cfg["models"]["m1"]["template"] = "Q: {instruction}\nA:"
+    assert snakemake(sized, "--dry-run", config=cfg).returncode == 0
+    (folder / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
+    del cfg["models"]["m1"]["template"]
+    assert snakemake(sized, "--dry-run", config=cfg).returncode == 0

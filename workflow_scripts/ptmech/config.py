@@ -127,6 +127,20 @@ def model_config_json(spec: dict) -> Path | None:
     return Path(found) if isinstance(found, str) else None
 
 
+def has_chat_template(folder: Path) -> bool:
+    """Whether a model folder's tokenizer has a chat template (a chat_template.jinja / .json
+    file, or the key in tokenizer_config.json). True when no tokenizer_config.json is there to
+    say (a hub snapshot that has only config.json yet): unknown is not an error."""
+    if any((folder / f).is_file() for f in ("chat_template.jinja", "chat_template.json")):
+        return True
+    tok_cfg = folder / "tokenizer_config.json"
+    if not tok_cfg.is_file():
+        return True
+    import json
+
+    return bool(json.loads(tok_cfg.read_text()).get("chat_template"))
+
+
 def check_model(name: str, spec: dict, prompt_sets: dict) -> None:
     """What the model's config.json says against the config: a transformers model folder,
     an architecture the adapter supports, layer settings within its blocks and cached
@@ -144,6 +158,11 @@ def check_model(name: str, spec: dict, prompt_sets: dict) -> None:
         raise ConfigError(f"{key}: model {name!r} ({config_json}) is of architecture {facts['model_type']!r}, which "
                           f"the ptmech adapter does not support (supported: {', '.join(sorted(ARCHITECTURES))}); "
                           f"add a row to ptmech.architectures.ARCHITECTURES")
+    uses_instructions = any(ps["kind"] == "instructions" for ps in prompt_sets.values())
+    if uses_instructions and spec["role"] != "base" and not spec.get("template") and not has_chat_template(config_json.parent):
+        raise ConfigError(f"models.{name}.template: model {name!r} (role {spec['role']!r}) has no chat template in "
+                          f"{config_json.parent} and no template is given; give models.{name}.template, e.g. "
+                          f"\"<|user|>\\n{{instruction}}\\n<|assistant|>\\n\"")
     n = facts["n_layers"]
     if n is None:
         return
