@@ -3,8 +3,8 @@ pass per (block, position) cell (``patch_grid_loop``, the paper's way), on the C
 
 Models: the organism's base model (results/models/organism-base when it has been trained,
 else an untrained model of the same size: speed does not depend on the weights) and a
-~100M-parameter random Llama (GPT-2-small sized: 12 blocks, d_model 768), both with the
-organism's tokenizer, on pairs of the organism's cities dataset (the default few-shot
+~100M-parameter random Llama (GPT-2-small sized: 12 blocks, d_model 768), with the
+organism's vocabulary and with GPT-2's (50,257), all with the organism's tokenizer, on pairs of the organism's cities dataset (the default few-shot
 query: 2 TRUE and 2 FALSE demonstrations).
 
 Writes benchmarks/results/knowledge_patching.json and prints it. A few minutes on 2 cores:
@@ -38,13 +38,14 @@ from ptmech.statement_pairs import build_pairs, skeletons_for  # noqa: E402
 
 GPT2_SMALL_LLAMA = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=12,
                         intermediate_size=3072, max_position_embeddings=512)
+GPT2_VOCAB = 50257
 ORGANISM_SIZE = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
                      intermediate_size=256, max_position_embeddings=256)
 
 
 def random_llama(tokenizer, size: dict, seed: int = 0) -> ModelAdapter:
-    cfg = transformers.LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **size)
+    cfg = transformers.LlamaConfig(**{"vocab_size": len(tokenizer), **size}, bos_token_id=tokenizer.bos_token_id,
+                                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
     model = transformers.LlamaForCausalLM(cfg).eval().requires_grad_(False)
     return ModelAdapter(model, tokenizer, name=f"random-llama-{sum(p.numel() for p in model.parameters()) / 1e6:.0f}M")
@@ -135,6 +136,12 @@ def main() -> None:
     r["trained"] = trained
     results["models"].append(r)
     big = random_llama(tok, GPT2_SMALL_LLAMA)
+    r = bench(big, pairs[:args.big_pairs], T, loop_pairs=1, loop_positions=2, configs=configs)
+    results["models"].append(r)
+    # the same with GPT-2's vocabulary (50,257 rows of unembedding; the organism's tokenizer
+    # uses the first ids only, which changes nothing about the cost)
+    big = random_llama(tok, {**GPT2_SMALL_LLAMA, "vocab_size": GPT2_VOCAB})
+    big.name += " (GPT-2 vocabulary)"
     r = bench(big, pairs[:args.big_pairs], T, loop_pairs=1, loop_positions=2, configs=configs)
     results["models"].append(r)
 

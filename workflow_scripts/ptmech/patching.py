@@ -94,6 +94,30 @@ def logit_diff(logits: torch.Tensor, answers) -> torch.Tensor:
     return (logits.gather(1, a[:, :1]) - logits.gather(1, a[:, 1:])).squeeze(1).float()
 
 
+# Config attributes that rescale logits after the head; a model with one gets the full head.
+_LOGIT_RESCALING = ("logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+def hidden_logit_diff(adapter: ModelAdapter, hidden: torch.Tensor, answers) -> torch.Tensor:
+    """float32 [N]: what ``logit_diff`` gives on the head's logits of the final hidden
+    states ``hidden`` [N, d] (the backbone's output, final norm applied), from the two
+    unembedding rows each row needs instead of all V: exact for a linear head with or
+    without bias, and for Gemma 2's final soft-capping. The full unembedding of [N, d] rows
+    is most of a patching pass's time for a large vocabulary."""
+    cfg = adapter.model.config
+    if any(getattr(cfg, key, None) not in (None, 1, 1.0) for key in _LOGIT_RESCALING):
+        return logit_diff(adapter.unembed(hidden), answers)
+    a = torch.as_tensor(per_prompt(answers, len(hidden)), device=hidden.device)  # [N, 2]
+    logits = torch.einsum("nd,nkd->nk", hidden, adapter.unembed_weight[a])
+    bias = getattr(adapter.unembed, "bias", None)
+    if bias is not None:
+        logits = logits + bias[a]
+    cap = getattr(cfg, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return (logits[:, 0] - logits[:, 1]).float()
+
+
 def clean_logit_diffs(adapter: ModelAdapter, ids: Sequence[Sequence[int]], answers,
                       batch_size: int = 32) -> np.ndarray:
     """float32 [N]: the unpatched LD of each prompt."""
@@ -209,8 +233,10 @@ def patch_grid(adapter: ModelAdapter, false_ids: Sequence[int], source_acts: tor
     block. Everything a chunk's rows share with the clean false run is taken from one
     clean pass (``reuse_clean_run``): the key/value cache of the tokens before the
     chunk's earliest patched position (only the tokens from there on are run), and the
-    outputs of the blocks below its lowest patched block (those blocks are skipped).
-    Rows are otherwise independent, so the result equals one forward pass per cell."""
+    outputs of the blocks below its lowest patched block (those blocks are skipped). The
+    last hidden state meets only the two answer rows of the unembedding
+    (``hidden_logit_diff``). Rows are otherwise independent, so the result equals one
+    forward pass per cell."""
     L, T = source_acts.shape[:2]
     if L != adapter.n_layers:
         raise PatchingError(f"source activations have {L} blocks, model {adapter.name!r} has {adapter.n_layers}")
@@ -241,13 +267,13 @@ def patch_grid(adapter: ModelAdapter, false_ids: Sequence[int], source_acts: tor
             regs.append((adapter.blocks[l], "forward",
                          _patch_hook(torch.as_tensor(rows, device=device), pos, acts[l, js])))
         with hooked(regs), _skipped_blocks(adapter.blocks, skipped):
-            logits = adapter.model(
+            hidden = adapter.backbone(
                 input_ids=ids[:, start:].expand(n, -1),
                 attention_mask=torch.ones((n, S), dtype=torch.long, device=device),
                 position_ids=torch.arange(start, S, device=device).expand(n, -1),
-                logits_to_keep=1, **kwargs,
-            ).logits[:, -1]
-        ld = logit_diff(logits, answers).cpu()
+                **kwargs,
+            ).last_hidden_state[:, -1]
+        ld = hidden_logit_diff(adapter, hidden, answers).cpu()
         for i, (j, l) in enumerate(chunk):
             out[j, l] = ld[i]
     return out
