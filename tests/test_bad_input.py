@@ -411,3 +411,24 @@ def test_a_post_trained_model_without_chat_template_or_template_fails_the_dry_ru
     (folder / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
     del cfg["models"]["m1"]["template"]
     assert snakemake(sized, "--dry-run", config=cfg).returncode == 0
+
+
+def test_a_hub_dataset_missing_from_the_offline_caches_stops_a_real_run_before_any_job(wd):
+    cfg = _with(models__m2=None, datasets__st={"hub": "some-org/some-data", "kind": "statements"})
+    proc = snakemake(wd, "--dry-run", config=cfg)
+    assert "warning: datasets.st.hub: hub dataset 'some-org/some-data' is in neither the hub cache" in proc.stderr
+    proc = snakemake(wd, "results/data/st.tsv", config=cfg, check=False)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert "datasets.st.hub: hub dataset 'some-org/some-data'" in text and "hf download --repo-type dataset" in text
+    assert not (wd / "results" / "data" / "st.tsv").exists()
+
+
+def test_a_hub_dataset_in_the_datasets_cache_is_loadable_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path))
+    assert ptcfg.hub_dataset_problem("datasets.x.hub", "org/name") is not None
+    (tmp_path / "org___name").mkdir()
+    assert ptcfg.hub_dataset_problem("datasets.x.hub", "org/name") is None
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert ptcfg.hub_dataset_problem("datasets.x.hub", "other/name") is None  # online: the job downloads it

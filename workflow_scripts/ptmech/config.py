@@ -87,10 +87,32 @@ def schema_defaults(schema_path: str, section: str) -> dict:
     return fill(props)
 
 
+def offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def hub_dataset_problem(key: str, repo_id: str) -> str | None:
+    """Why the hub dataset ``repo_id`` cannot be loaded here, or None: offline, its files
+    must be in the hub cache or its prepared tables in the datasets cache (the two places
+    ``datasets.load_dataset`` reads offline)."""
+    if not offline():
+        return None
+    from huggingface_hub import constants
+
+    hub = Path(constants.HF_HUB_CACHE) / f"datasets--{repo_id.replace('/', '--')}"
+    home = os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface"))
+    prepared = Path(os.environ.get("HF_DATASETS_CACHE", os.path.join(home, "datasets"))) / repo_id.replace("/", "___")
+    if hub.is_dir() or prepared.is_dir():
+        return None
+    return (f"{key}: hub dataset {repo_id!r} is in neither the hub cache ({hub.parent}) nor the datasets cache "
+            f"({prepared.parent}), and offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) nothing is downloaded; "
+            f"download it first (hf download --repo-type dataset {repo_id}) or give a local file as path")
+
+
 def hub_model_problem(key: str, repo_id: str) -> str | None:
     """Why the hub model ``repo_id`` cannot be loaded here, or None: with
     ``HF_HUB_OFFLINE=1`` it must be in the local hub cache (its config.json at least)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
+    if not offline():
         return None  # it is downloaded by the job that first loads it
     from huggingface_hub import constants, try_to_load_from_cache
 
@@ -217,6 +239,11 @@ def check(config: dict, dry_run: bool = False, warn=print) -> dict:
         check_model(name, spec, config["prompt_sets"])
     tables = {}
     for name, spec in datasets.items():
+        problem = hub_dataset_problem(f"datasets.{name}.hub", spec["hub"]) if "hub" in spec else None
+        if problem and not dry_run:
+            raise ConfigError(problem)
+        if problem:
+            warn(f"warning: {problem} (a real run stops here)")
         table = local_dataset(name, spec)
         if table is not None:
             tables[name] = table
