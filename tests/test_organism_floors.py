@@ -52,6 +52,19 @@ def test_a_missing_metric_fails_and_absent_models_are_not_judged():
     assert floors.failures(table) == [f"{floors.SFT}: refusal_rate_harmless = nan, floor <= 0.1"]
 
 
+def test_a_run_that_leaves_an_organism_model_unanalysed_judges_only_what_it_made():
+    """A config without the instruct model has no direction.json: its direction floors are
+    not judged (they would read NaN), its behaviour floors are, and so are the base's."""
+    metrics = {m: dict(v) for m, v in GOOD.items()}
+    for metric in floors.ANALYSIS_METRICS["direction"]:
+        del metrics[floors.INSTRUCT][metric]
+    names = floors.workflow_metric_names({"checks", "truth_layers"})
+    table = floors.evaluate(metrics, metric_names=names)
+    assert floors.failures(table) == []
+    assert set(table["metric"]) == set(floors.BEHAVIOUR) | {"probe_accuracy"}
+    assert floors.failures(floors.evaluate(metrics))  # judging everything would fail on the NaNs
+
+
 def test_workflow_metrics_read_the_runs_files():
     checks_tables = {m: pd.DataFrame({"metric": list(v), "value": list(v.values())})
                      for m, v in GOOD.items()}

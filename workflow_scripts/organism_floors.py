@@ -18,7 +18,7 @@ metrics = floors.workflow_metrics(
     baseline=pd.read_csv(inp.baseline, sep="\t") if "baseline" in inp.keys() else None,
     steering=pd.read_csv(inp.steering, sep="\t") if "steering" in inp.keys() else None,
 )
-verdict = floors.evaluate(metrics)
+verdict = floors.evaluate(metrics, metric_names=floors.workflow_metric_names(set(inp.keys())))
 log.info("floors:\n%s", verdict.to_string(index=False))
 floors.enforce(verdict, snakemake.params.enforce, log.warning,
                hint="Set organism.checks.floors: false to keep this run's results anyway.")

@@ -47,6 +47,11 @@ BASE, SFT, INSTRUCT = "organism-base", "organism-sft", "organism-instruct"
 BEHAVIOUR = ("fact_recall", "fewshot_acc_heldout", "fewshot_acc_heldout_min", "refusal_rate_harmful",
              "refusal_rate_harmless")
 
+# The floors measured on the analyses' outputs, by the file they come from: judged only
+# when the run made that file (an organism model the config leaves out is not analysed).
+ANALYSIS_METRICS = {"truth_layers": ("probe_accuracy",),
+                    "direction": ("direction_passed_filters", "refusal_ablation_ratio", "refusal_addition")}
+
 FLOORS: tuple[Floor, ...] = (
     Floor(BASE, "fact_recall", ">=", 0.95),
     Floor(BASE, "fewshot_acc_heldout", ">=", 0.85),
@@ -128,6 +133,12 @@ def require(table: pd.DataFrame, hint: str = "") -> None:
     if failed:
         raise FloorError("the trained model organism misses its floors, so its analyses would be "
                          "meaningless:\n  " + "\n  ".join(failed) + (f"\n{hint}" if hint else ""))
+
+
+def workflow_metric_names(files: set[str]) -> set[str]:
+    """The metrics a workflow run's floors judge, given which analysis files it has
+    (keys of ``ANALYSIS_METRICS``): the behaviour metrics always."""
+    return set(BEHAVIOUR).union(*(ANALYSIS_METRICS[f] for f in files if f in ANALYSIS_METRICS))
 
 
 def workflow_metrics(checks: dict[str, pd.DataFrame], truth_layers: dict | None = None,
