@@ -189,17 +189,26 @@ def test_answer_ids(tokenizer):
 
     class Split:  # " TRUE" -> [" T", "RUE"], " FALSE" -> [" F", "ALSE"]
         name_or_path = "split"
+        pieces = {" TRUE": [1, 2], " FALSE": [3, 4]}
 
         def __call__(self, text, add_special_tokens=True):
-            return {"input_ids": {" TRUE": [1, 2], " FALSE": [3, 4]}[text]}
+            return {"input_ids": self.pieces[text]}
 
         def convert_ids_to_tokens(self, ids):
             return [str(i) for i in ids]
 
-    with pytest.raises(ValueError, match="not one"):
-        patching.answer_ids(Split())
-    assert patching.answer_ids(Split(), "first") == (1, 3)
+    # the default scores what the model predicts next: the first token of each answer
+    assert patching.answer_ids(Split()) == (1, 3) == patching.answer_ids(Split(), "first")
     assert patching.answer_ids(Split(), "last") == (2, 4)
+    with pytest.raises(ValueError, match=r"' TRUE' is 2 tokens \['1', '2'\], not one; set multi_token_answers"):
+        patching.answer_ids(Split(), "error")
+
+    class SharedFirst(Split):  # " TRUE" -> [" ", "TRUE"], " FALSE" -> [" ", "FALSE"]
+        pieces = {" TRUE": [9, 2], " FALSE": [9, 4]}
+
+    with pytest.raises(ValueError, match=r"the first tokens of ' TRUE' and ' FALSE' are the same token \['9'\]"):
+        patching.answer_ids(SharedFirst())
+    assert patching.answer_ids(SharedFirst(), "last") == (2, 4)
 
 
 # ------------------------------------------------------------------------------ oracles

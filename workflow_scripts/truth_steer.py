@@ -25,7 +25,7 @@ log.info("%s steered with %s's direction (k=%d, |v|=%.3f) at blocks %s, offsets 
          "%d statements of %s, %d demos", w.target, w.source, k, np.linalg.norm(vector), blocks, s["offsets"],
          s["coefficient"], len(rows), w.dataset, len(demos))
 ids, suffix = st.encode_queries(model, queries)
-kw = dict(batch_size=s["batch_size"])
+kw = dict(batch_size=s["batch_size"], multi_token=s["multi_token_answers"])
 base = st.p_true_false(model, ids, suffix, signs, **kw)
 steered = st.p_true_false(model, ids, suffix, signs, vector=vector, blocks=blocks, offsets=s["offsets"],
                           coefficient=s["coefficient"], **kw)

@@ -4,7 +4,8 @@ organism's checks all use (METHODS.md §3.2, §4.5):
     "{demo 1} This statement is: TRUE\\n{demo 2} This statement is: FALSE\\n...
      {statement} This statement is:"
 
-and the answer tokens " TRUE" / " FALSE", which must be single tokens.
+and the answer tokens " TRUE" / " FALSE" (``answer_token_ids``: the first token of each
+when a tokenizer splits them).
 """
 
 from __future__ import annotations
@@ -42,16 +43,27 @@ def pick_demos(pool: Sequence[tuple[str, int]], exclude: set[str], n_true: int =
     return chosen
 
 
-def answer_token_ids(tokenizer) -> tuple[int, int]:
-    """Token ids of " TRUE" and " FALSE". Each must be a single token, else the logit
-    difference would compare sub-pieces; that is an error naming the tokenizer."""
-    ids = []
-    for text in (ANSWERS[1], ANSWERS[0]):
-        toks = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(toks) != 1:
-            raise ValueError(
-                f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r}: {text!r} is {len(toks)} tokens "
-                f"{tokenizer.convert_ids_to_tokens(toks)}, not one; the TRUE/FALSE logit difference needs single tokens"
-            )
-        ids.append(toks[0])
+MULTI_TOKEN_ANSWERS = ("error", "first", "last")
+
+
+def answer_token_ids(tokenizer, multi_token: str = "first") -> tuple[int, int]:
+    """Token ids of " TRUE" and " FALSE". When a tokenizer splits either into several
+    tokens: their first tokens (``"first"``, the default: the model's own next-token
+    prediction after the query, e.g. " TR" vs " F" for GPT-2 and SmolLM2), their last
+    (``"last"``, the paper's code, which can compare sub-pieces the model would never
+    predict next, such as "UE" vs "ALSE"), or an error (``"error"``). Either way the two
+    ids must differ, else an error naming the shared token."""
+    if multi_token not in MULTI_TOKEN_ANSWERS:
+        raise ValueError(f"multi_token_answers must be one of {MULTI_TOKEN_ANSWERS}, got {multi_token!r}")
+    pieces = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in (ANSWERS[1], ANSWERS[0])]
+    name = getattr(tokenizer, "name_or_path", "")
+    if multi_token == "error" and any(len(t) != 1 for t in pieces):
+        text, toks = next((a, t) for a, t in zip((ANSWERS[1], ANSWERS[0]), pieces) if len(t) != 1)
+        raise ValueError(
+            f"tokenizer {name!r}: {text!r} is {len(toks)} tokens {tokenizer.convert_ids_to_tokens(toks)}, not one; "
+            f"set multi_token_answers to first (the model's next-token prediction) or last (the paper's code)")
+    ids = [t[0] if multi_token != "last" else t[-1] for t in pieces]
+    if ids[0] == ids[1]:
+        raise ValueError(f"tokenizer {name!r}: the {multi_token} tokens of {ANSWERS[1]!r} and {ANSWERS[0]!r} are the "
+                         f"same token {tokenizer.convert_ids_to_tokens([ids[0]])}; choose the other multi_token_answers")
     return ids[0], ids[1]

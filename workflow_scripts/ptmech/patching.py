@@ -39,7 +39,7 @@ import torch
 
 from .adapter import LAYER_CONVENTION, ModelAdapter, block_output
 from .cache import attr_value
-from .fewshot import ANSWERS, answer_token_ids
+from .fewshot import MULTI_TOKEN_ANSWERS, answer_token_ids  # noqa: F401 (re-exported)
 from .forward import last_logits
 from .io import atomic_path
 from .progress import Progress
@@ -48,7 +48,6 @@ from .residual import hooked, left_pad
 SOURCES_FORMAT = "ptmech-patch-sources/1"
 PATCHING_FORMAT = "ptmech-patching/1"
 BLOCK_AXIS = "block l = 0..L-1 (paper layer l), its output = residual index k = l + 1, before the final norm"
-MULTI_TOKEN_ANSWERS = ("error", "first", "last")
 
 
 class PatchingError(RuntimeError):
@@ -57,24 +56,9 @@ class PatchingError(RuntimeError):
 
 # ------------------------------------------------------------------------------ the metric
 
-def answer_ids(tokenizer, multi_token: str = "error") -> tuple[int, int]:
-    """Token ids of " TRUE" and " FALSE". When either is several tokens: an error
-    (``multi_token="error"``, the default), or its first / last token (the paper's code
-    takes the last, which for SentencePiece can be a meaningless sub-piece)."""
-    if multi_token not in MULTI_TOKEN_ANSWERS:
-        raise ValueError(f"multi_token must be one of {MULTI_TOKEN_ANSWERS}, got {multi_token!r}")
-    try:
-        return answer_token_ids(tokenizer)
-    except ValueError:
-        if multi_token == "error":
-            raise
-    ids = []
-    for text in (ANSWERS[1], ANSWERS[0]):
-        toks = tokenizer(text, add_special_tokens=False)["input_ids"]
-        ids.append(toks[0] if multi_token == "first" else toks[-1])
-    if ids[0] == ids[1]:
-        raise ValueError(f"the {multi_token} tokens of {ANSWERS[1]!r} and {ANSWERS[0]!r} are the same token {ids[0]}")
-    return ids[0], ids[1]
+def answer_ids(tokenizer, multi_token: str = "first") -> tuple[int, int]:
+    """The (TRUE, FALSE) token ids the LD compares (``fewshot.answer_token_ids``)."""
+    return answer_token_ids(tokenizer, multi_token)
 
 
 def per_prompt(answers, n: int) -> list[tuple[int, int]]:

@@ -109,14 +109,16 @@ def p_true_false(
     offsets: Sequence[int] = (0, -1),
     coefficient: float = 1.0,
     batch_size: int = 16,
+    multi_token: str = "first",
 ) -> np.ndarray:
-    """[N, 2] P(" TRUE") and P(" FALSE") (softmax over the whole vocabulary) at each
+    """[N, 2] P(" TRUE") and P(" FALSE") (softmax over the whole vocabulary; their first
+    tokens where the tokenizer splits them, per ``multi_token``) at each
     query's last token, with ``sign * coefficient * vector`` added to the outputs of
     ``blocks`` at the statement-relative ``offsets`` (no vector: the baseline).
 
     ``signs`` [N]: +1 adds, -1 subtracts. Queries are run in groups of equal (sign, suffix
     length) whatever ``vector`` is, so the baseline and a zero vector batch identically."""
-    t_id, f_id = answer_token_ids(adapter.tokenizer)
+    t_id, f_id = answer_token_ids(adapter.tokenizer, multi_token)
     ids, suffix_lengths, signs = list(ids), np.asarray(suffix_lengths), np.asarray(signs)
     if not len(ids) == len(suffix_lengths) == len(signs):
         raise SteeringError("ids, suffix_lengths and signs differ in length")
