@@ -31,4 +31,4 @@ rule dataset_sized:
     log:
         "logs/dataset/{dataset}.sized.log",
     run:
-        ptcfg.require_all(input.tsv, wildcards.dataset, params.needs, output[0])
+        ptcfg.require_all(input.tsv, wildcards.dataset, params.needs, output[0], log[0])

@@ -88,6 +88,7 @@ def schema_defaults(schema_path: str, section: str) -> dict:
 
 
 def offline() -> bool:
+    """Whether the hub may not be reached (HF_HUB_OFFLINE or HF_DATASETS_OFFLINE set)."""
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
@@ -131,11 +132,6 @@ def is_dry_run(argv: list[str]) -> bool:
                for a in argv)
 
 
-# models.<m>.layers: every key is a block index l = 0..L-1 (for refusal, the block whose
-# input k = l is read: the paper's resid_pre layer).
-MODEL_LAYER_KEYS = ("truth_probe", "truth_intervene", "refusal")
-
-
 def model_config_json(spec: dict) -> Path | None:
     """The model's config.json where it can be read without loading anything: in its local
     folder, or in the hub cache for a hub id. None when it is not here (a hub model not yet
@@ -165,8 +161,9 @@ def has_chat_template(folder: Path) -> bool:
 
 def check_model(name: str, spec: dict, prompt_sets: dict) -> None:
     """What the model's config.json says against the config: a transformers model folder,
-    an architecture the adapter supports, layer settings within its blocks and cached
-    residual indices within 0..L."""
+    an architecture the adapter supports, a chat template (or models.<m>.template) for a
+    post-trained local model when instructions are rendered, ``models.<m>.layers`` (block
+    indices l) within its blocks and cached residual indices within 0..L."""
     from .architectures import ARCHITECTURES, config_facts
 
     config_json, key = model_config_json(spec), f"models.{name}.path"
@@ -181,7 +178,9 @@ def check_model(name: str, spec: dict, prompt_sets: dict) -> None:
                           f"the ptmech adapter does not support (supported: {', '.join(sorted(ARCHITECTURES))}); "
                           f"add a row to ptmech.architectures.ARCHITECTURES")
     uses_instructions = any(ps["kind"] == "instructions" for ps in prompt_sets.values())
-    if uses_instructions and spec["role"] != "base" and not spec.get("template") and not has_chat_template(config_json.parent):
+    local = is_local_path(spec["path"])  # a hub snapshot may hold only some of the tokenizer's files
+    if (uses_instructions and local and spec["role"] != "base" and not spec.get("template")
+            and not has_chat_template(config_json.parent)):
         raise ConfigError(f"models.{name}.template: model {name!r} (role {spec['role']!r}) has no chat template in "
                           f"{config_json.parent} and no template is given; give models.{name}.template, e.g. "
                           f"\"<|user|>\\n{{instruction}}\\n<|assistant|>\\n\"")
@@ -292,17 +291,22 @@ def require_rows(tables: dict, dataset: str, key: str, *, true: int = 0, false: 
                                   f"column, or other refusal.split_fractions")
 
 
-def require_all(tsv: str, dataset: str, needs: list[dict], out: str) -> None:
+def require_all(tsv: str, dataset: str, needs: list[dict], out: str, log: str | None = None) -> None:
     """``require_rows`` for each need (``{key, ...}``) of one normalised dataset file; on
-    success ``out`` lists the settings it satisfies, one line each (rule dataset_sized)."""
+    success ``out`` (and ``log``) list the settings it satisfies, one line each (rule
+    dataset_sized)."""
     from .data import load_table
     from .io import atomic_path
 
     table = load_table(tsv)
     for need in needs:
         require_rows({dataset: table}, dataset, **need)
+    report = "".join(f"{need['key']}: ok ({len(table)} rows)\n" for need in needs)
+    if log:
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        Path(log).write_text(report)
     with atomic_path(out) as tmp:
-        tmp.write_text("".join(f"{need['key']}: ok ({len(table)} rows)\n" for need in needs))
+        tmp.write_text(report)
 
 
 def model_pairs(config: dict) -> list[tuple[str, str]]:
