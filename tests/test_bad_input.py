@@ -159,15 +159,22 @@ def test_a_missing_folder_that_looks_like_a_hub_id_fails_the_dry_run(wd):
     assert "models.m1.path" in text and "'models/zzz' does not exist" in text and "./models/zzz" in text, text[-2000:]
 
 
-def test_a_hub_model_missing_from_the_offline_cache_stops_a_real_run_before_any_job(wd):
-    """With HF_HUB_OFFLINE=1 (the tests' setting) an uncached hub id is a warning in a dry
-    run (no weights needed) and an error naming the key before any job in a real run."""
-    proc = snakemake(wd, "--dry-run", config=BASE)
-    assert "warning: models.m2.path: 'some-org/some-hub-model' is not a local folder" in proc.stderr
-    proc = snakemake(wd, "results/data/st.tsv", config=BASE, check=False)
+@pytest.mark.parametrize("cfg,warning,needles", [
+    (BASE, "warning: models.m2.path: 'some-org/some-hub-model' is not a local folder",
+     ["models.m2.path: 'some-org/some-hub-model'", "hf download some-org/some-hub-model"]),
+    (_with(models__m2=None, datasets__st={"hub": "some-org/some-data", "kind": "statements"}),
+     "warning: datasets.st.hub: hub dataset 'some-org/some-data' is in neither the hub cache",
+     ["datasets.st.hub: hub dataset 'some-org/some-data'", "hf download --repo-type dataset"]),
+], ids=["hub model", "hub dataset"])
+def test_a_hub_id_missing_from_the_offline_cache_stops_a_real_run_before_any_job(wd, cfg, warning, needles):
+    """With HF_HUB_OFFLINE=1 (the tests' setting) an uncached hub model or dataset is a
+    warning in a dry run (nothing is downloaded) and an error naming the key before any job
+    in a real run."""
+    assert warning in snakemake(wd, "--dry-run", config=cfg).stderr
+    proc = snakemake(wd, "results/data/st.tsv", config=cfg, check=False)
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
-    assert "models.m2.path: 'some-org/some-hub-model'" in text and "hf download some-org/some-hub-model" in text
+    assert all(n in text for n in needles), text[-2000:]
     assert not (wd / "results" / "data" / "st.tsv").exists()  # nothing ran
 
 
@@ -304,14 +311,19 @@ def test_a_dataset_too_small_for_knowledge_demonstrations_fails_the_dry_run(size
     assert snakemake(sized, "--dry-run", config=cfg).returncode == 0
 
 
+def _instructions_config(wd, models: dict, harmful: str = "many.csv") -> dict:
+    """A refusal-only config over instruction files in ``wd`` (many.csv has 10 rows)."""
+    (wd / "two.csv").write_text("instruction\nhow to a\nhow to b\n")
+    (wd / "many.csv").write_text("instruction\n" + "".join(f"how to {i}\n" for i in range(10)))
+    return {"models": models,
+            "datasets": {"harmful": {"path": harmful, "kind": "instructions"},
+                         "harmless": {"path": "many.csv", "kind": "instructions"}},
+            "prompt_sets": {"instructions": {"kind": "instructions", "positions": "last",
+                                             "datasets": ["harmful", "harmless"]}}}
+
+
 def test_instructions_too_few_for_every_split_fail_the_dry_run(sized):
-    (sized / "two.csv").write_text("instruction\nhow to a\nhow to b\n")
-    (sized / "many.csv").write_text("instruction\n" + "".join(f"how to {i}\n" for i in range(10)))
-    cfg = {"models": SIZED["models"],
-           "datasets": {"harmful": {"path": "two.csv", "kind": "instructions"},
-                        "harmless": {"path": "many.csv", "kind": "instructions"}},
-           "prompt_sets": {"instructions": {"kind": "instructions", "positions": "last",
-                                            "datasets": ["harmful", "harmless"]}}}
+    cfg = _instructions_config(sized, SIZED["models"], harmful="two.csv")
     text = dry_run_error(sized, cfg)
     assert "refusal.harmful: dataset 'harmful' (2 rows after cleaning) has no row in split" in text, text[-2000:]
     cfg["datasets"]["harmful"]["path"] = "many.csv"
@@ -398,12 +410,7 @@ def test_a_post_trained_model_without_chat_template_or_template_fails_the_dry_ru
     tokenizer has none needs models.<m>.template, and the dry run says so."""
     folder = stub_model_folder(sized / "models" / "plain")
     (folder / "tokenizer_config.json").write_text("{}")
-    (sized / "many.csv").write_text("instruction\n" + "".join(f"how to {i}\n" for i in range(10)))
-    cfg = {"models": {"m1": {"path": "models/plain", "family": "f", "role": "instruct"}},
-           "datasets": {"harmful": {"path": "many.csv", "kind": "instructions"},
-                        "harmless": {"path": "many.csv", "kind": "instructions"}},
-           "prompt_sets": {"instructions": {"kind": "instructions", "positions": "last",
-                                            "datasets": ["harmful", "harmless"]}}}
+    cfg = _instructions_config(sized, {"m1": {"path": "models/plain", "family": "f", "role": "instruct"}})
     text = dry_run_error(sized, cfg)
     assert "models.m1.template: model 'm1' (role 'instruct') has no chat template in models/plain" in text, text[-2000:]
     cfg["models"]["m1"]["template"] = "Q: {instruction}\nA:"
@@ -411,17 +418,6 @@ def test_a_post_trained_model_without_chat_template_or_template_fails_the_dry_ru
     (folder / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
     del cfg["models"]["m1"]["template"]
     assert snakemake(sized, "--dry-run", config=cfg).returncode == 0
-
-
-def test_a_hub_dataset_missing_from_the_offline_caches_stops_a_real_run_before_any_job(wd):
-    cfg = _with(models__m2=None, datasets__st={"hub": "some-org/some-data", "kind": "statements"})
-    proc = snakemake(wd, "--dry-run", config=cfg)
-    assert "warning: datasets.st.hub: hub dataset 'some-org/some-data' is in neither the hub cache" in proc.stderr
-    proc = snakemake(wd, "results/data/st.tsv", config=cfg, check=False)
-    assert proc.returncode != 0
-    text = proc.stdout + proc.stderr
-    assert "datasets.st.hub: hub dataset 'some-org/some-data'" in text and "hf download --repo-type dataset" in text
-    assert not (wd / "results" / "data" / "st.tsv").exists()
 
 
 def test_a_hub_dataset_in_the_datasets_cache_is_loadable_offline(tmp_path, monkeypatch):
