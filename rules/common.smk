@@ -29,8 +29,10 @@ _canonical = ptcfg.canonical(config)
 config.clear()
 config.update(_canonical)
 try:
-    # local datasets, read and normalised (name -> table), for the stages' size checks
-    LOCAL_DATASETS = ptcfg.check(config, dry_run=ptcfg.is_dry_run(sys.argv[1:]), warn=lambda m: print(m, file=sys.stderr))
+    # local datasets, read and normalised (name -> table), for the stages' size checks; a
+    # job's own parse (on a cluster node) knows their names but reads none of them again
+    LOCAL_DATASETS = ptcfg.check(config, dry_run=ptcfg.is_dry_run(sys.argv[1:]), warn=lambda m: print(m, file=sys.stderr),
+                                 read_data=workflow.is_main_process)
 except ptcfg.ConfigError as e:
     raise WorkflowError(f"invalid config: {e}") from None
 

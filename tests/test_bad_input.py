@@ -428,3 +428,19 @@ def test_a_hub_dataset_in_the_datasets_cache_is_loadable_offline(tmp_path, monke
     assert ptcfg.hub_dataset_problem("datasets.x.hub", "org/name") is None
     monkeypatch.delenv("HF_HUB_OFFLINE")
     assert ptcfg.hub_dataset_problem("datasets.x.hub", "other/name") is None  # online: the job downloads it
+
+
+def test_a_jobs_own_parse_knows_the_local_datasets_without_reading_them(wd, monkeypatch):
+    """On a cluster every job parses the workflow again; the main parse read the files, so a
+    job's parse only names them (a size check there has nothing to do)."""
+    monkeypatch.chdir(wd)
+    cfg = copy.deepcopy(BASE)
+    del cfg["models"]["m2"]
+    tables = ptcfg.check(cfg, read_data=True)
+    assert list(tables) == ["st"] and tables["st"]["statement"].tolist() == ["a b ."]
+    (wd / "st.csv").write_text("statement,label\na,maybe\n")  # would fail a full read
+    try:
+        assert ptcfg.check(cfg, read_data=False) == {"st": None}
+        ptcfg.require_rows({"st": None}, "st", "truth.steering.n_demos", true=5)  # nothing to check: no error
+    finally:
+        (wd / "st.csv").write_text("statement,label\na b .,1\n")

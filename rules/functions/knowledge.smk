@@ -40,7 +40,7 @@ def _knowledge_check():
             skeletons = statement_pairs.skeletons_for(ds, KNOWLEDGE["skeletons"])
         except statement_pairs.PairsError as e:
             raise WorkflowError(f"invalid config: {e}") from None
-        if ds in LOCAL_DATASETS:
+        if LOCAL_DATASETS.get(ds) is not None:
             try:
                 statement_pairs.require_match(ds, LOCAL_DATASETS[ds]["statement"].tolist(), skeletons)
             except statement_pairs.PairsError as e:

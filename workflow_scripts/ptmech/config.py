@@ -199,14 +199,17 @@ def check_model(name: str, spec: dict, prompt_sets: dict) -> None:
                               f"whose residual stream has k = 0..{n} ({n} blocks)")
 
 
-def local_dataset(name: str, spec: dict) -> "pd.DataFrame | None":
-    """A local dataset file read and normalised as the dataset job will (so that a bad file
-    fails the dry run naming its key), or None for a file this workflow makes."""
+def is_local_dataset(spec: dict) -> bool:
+    """A dataset read from a file the user gives (not one this workflow makes, nor the hub)."""
+    return bool(spec.get("path")) and not spec["path"].startswith(WORKFLOW_OUTPUTS)
+
+
+def local_dataset(name: str, spec: dict) -> "pd.DataFrame":
+    """A local dataset file read and normalised as the dataset job will, so that a bad file
+    fails the dry run naming its key."""
     from .data import DatasetError, normalise, read_source
 
-    path = spec.get("path")
-    if not path or path.startswith(WORKFLOW_OUTPUTS):
-        return None
+    path = spec["path"]
     if not Path(path).is_file():
         raise ConfigError(f"datasets.{name}.path: file {path!r} does not exist")
     try:
@@ -215,11 +218,13 @@ def local_dataset(name: str, spec: dict) -> "pd.DataFrame | None":
         raise ConfigError(f"datasets.{name}: {e}") from None
 
 
-def check(config: dict, dry_run: bool = False, warn=print) -> dict:
+def check(config: dict, dry_run: bool = False, warn=print, read_data: bool = True) -> dict:
     """Raise one ConfigError naming the offending key for each kind of bad reference. A hub
     model that cannot be loaded offline is an error for a real run and a warning (``warn``)
     for a dry run, which loads no weights. Returns the local datasets, normalised
-    (name -> table), for the stages' size checks (``require_rows``)."""
+    (name -> table), for the stages' size checks (``require_rows``); with ``read_data``
+    false (a job's own parse of the workflow, after the main one checked them) the names
+    map to None and no file is read."""
     models, datasets = config["models"], config["datasets"]
     for name, spec in models.items():
         path, key = spec["path"], f"models.{name}.path"
@@ -243,9 +248,8 @@ def check(config: dict, dry_run: bool = False, warn=print) -> dict:
             raise ConfigError(problem)
         if problem:
             warn(f"warning: {problem} (a real run stops here)")
-        table = local_dataset(name, spec)
-        if table is not None:
-            tables[name] = table
+        if is_local_dataset(spec):
+            tables[name] = local_dataset(name, spec) if read_data else None
     for ps_name, ps in config["prompt_sets"].items():
         for ds in ps["datasets"]:
             if ds not in datasets:
