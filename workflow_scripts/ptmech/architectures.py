@@ -1,12 +1,9 @@
-"""The module layout of each supported architecture, as data (``ARCHITECTURES``), and the
-facts the workflow reads from a model's ``config.json`` before loading anything. Needs no
+"""The module layout of each supported architecture, as data (``ARCHITECTURES``). Needs no
 torch, so that the Snakefile can check models when it is parsed."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -48,7 +45,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "gpt2": Architecture(
         blocks="transformer.h",
         final_norm="transformer.ln_f",
-            attn="attn",
+        attn="attn",
         mlp="mlp",
         mlp_out="mlp.c_proj",
         mlp_out_kind="conv1d",
@@ -76,21 +73,3 @@ def architecture_of(model_type: str, name: str = "") -> Architecture:
             f"adapter (supported: {', '.join(sorted(ARCHITECTURES))}); add a row to "
             f"ptmech.architectures.ARCHITECTURES"
         ) from None
-
-
-def config_facts(path: str | Path) -> dict:
-    """``model_type`` (what ``load_model`` checks), ``n_layers`` and ``n_ctx`` (None where the
-    file does not say) from a model's ``config.json``; a ``text_config`` fills what the top
-    level lacks."""
-    cfg = json.loads(Path(path).read_text())
-    text = cfg.get("text_config") or {}
-
-    def first(*keys):
-        for source in (cfg, text):
-            for key in keys:
-                if isinstance(source.get(key), int):
-                    return source[key]
-        return None
-
-    return {"model_type": cfg.get("model_type"), "n_layers": first("num_hidden_layers", "n_layer", "num_layers"),
-            "n_ctx": first("max_position_embeddings", "n_positions", "n_ctx")}

@@ -132,19 +132,6 @@ def is_dry_run(argv: list[str]) -> bool:
                for a in argv)
 
 
-def model_config_json(spec: dict) -> Path | None:
-    """The model's config.json where it can be read without loading anything: in its local
-    folder, or in the hub cache for a hub id. None when it is not here (a hub model not yet
-    downloaded, a model this workflow has yet to train)."""
-    path = spec["path"]
-    if is_local_path(path):
-        return None if path.startswith(WORKFLOW_OUTPUTS) else Path(path) / "config.json"
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(path, "config.json", revision=spec.get("revision"))
-    return Path(found) if isinstance(found, str) else None
-
-
 def has_chat_template(folder: Path) -> bool:
     """Whether a model folder's tokenizer has a chat template (a chat_template.jinja / .json
     file, or the key in tokenizer_config.json). True when no tokenizer_config.json is there to
@@ -164,27 +151,29 @@ def check_model(name: str, spec: dict, prompt_sets: dict) -> None:
     an architecture the adapter supports, a chat template (or models.<m>.template) for a
     post-trained local model when instructions are rendered, ``models.<m>.layers`` (block
     indices l) within its blocks and cached residual indices within 0..L."""
-    from .architectures import ARCHITECTURES, config_facts
+    from .architectures import ARCHITECTURES
+    from .resources import config_value, model_folder, read_config
 
-    config_json, key = model_config_json(spec), f"models.{name}.path"
-    if config_json is None:
-        return
-    if not config_json.is_file():
-        raise ConfigError(f"{key}: folder {spec['path']!r} has no config.json, so it is not a transformers "
-                          f"model folder (save one with model.save_pretrained(folder))")
-    facts = config_facts(config_json)
-    if facts["model_type"] not in ARCHITECTURES:
-        raise ConfigError(f"{key}: model {name!r} ({config_json}) is of architecture {facts['model_type']!r}, which "
-                          f"the ptmech adapter does not support (supported: {', '.join(sorted(ARCHITECTURES))}); "
-                          f"add a row to ptmech.architectures.ARCHITECTURES")
+    path, key = spec["path"], f"models.{name}.path"
+    folder = model_folder(path, spec.get("revision"))  # a hub snapshot only when it holds config.json
+    if folder is None:
+        return  # a hub model not downloaded yet, or a model this workflow has yet to train
+    cfg = read_config(folder)
+    if cfg is None:
+        raise ConfigError(f"{key}: folder {path!r} has no config.json (or one that is not JSON), so it is not a "
+                          f"transformers model folder (save one with model.save_pretrained(folder))")
+    if cfg.get("model_type") not in ARCHITECTURES:
+        raise ConfigError(f"{key}: model {name!r} ({folder / 'config.json'}) is of architecture "
+                          f"{cfg.get('model_type')!r}, which the ptmech adapter does not support (supported: "
+                          f"{', '.join(sorted(ARCHITECTURES))}); add a row to ptmech.architectures.ARCHITECTURES")
     uses_instructions = any(ps["kind"] == "instructions" for ps in prompt_sets.values())
-    local = is_local_path(spec["path"])  # a hub snapshot may hold only some of the tokenizer's files
+    local = is_local_path(path)  # a hub snapshot may hold only some of the tokenizer's files
     if (uses_instructions and local and spec["role"] != "base" and not spec.get("template")
-            and not has_chat_template(config_json.parent)):
+            and not has_chat_template(folder)):
         raise ConfigError(f"models.{name}.template: model {name!r} (role {spec['role']!r}) has no chat template in "
-                          f"{config_json.parent} and no template is given; give models.{name}.template, e.g. "
+                          f"{folder} and no template is given; give models.{name}.template, e.g. "
                           f"\"<|user|>\\n{{instruction}}\\n<|assistant|>\\n\"")
-    n = facts["n_layers"]
+    n = config_value(cfg, "num_hidden_layers", "n_layer", "num_layers")
     if n is None:
         return
     for layer_key, value in (spec.get("layers") or {}).items():

@@ -149,6 +149,16 @@ def stored_dtype_bytes(cfg: dict | None) -> int:
     return DTYPE_BYTES.get(str(dtype).replace("torch.", ""), 4)
 
 
+def config_value(cfg: dict, *keys: str, default=None):
+    """The first of ``keys`` that a config.json sets, read from its language model's part
+    (``text_config`` / ``llm_config`` of a multimodal config, else the config itself)."""
+    text = cfg.get("text_config") or cfg.get("llm_config") or cfg
+    for k in keys:
+        if text.get(k) is not None:
+            return text[k]
+    return default
+
+
 def config_parameters(cfg: dict) -> int | None:
     """Parameter count estimated from a transformers config.json (decoder-only
     transformers: embeddings, attention and MLP matrices; norms and biases ignored). None
@@ -157,10 +167,7 @@ def config_parameters(cfg: dict) -> int | None:
     model_type = text.get("model_type", cfg.get("model_type", ""))
 
     def first(*keys, default=None):
-        for k in keys:
-            if text.get(k) is not None:
-                return text[k]
-        return default
+        return config_value(cfg, *keys, default=default)
 
     d = first("hidden_size", "n_embd", "d_model")
     n_layers = first("num_hidden_layers", "n_layer", "num_layers")
