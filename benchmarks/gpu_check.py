@@ -26,6 +26,7 @@ number, the tolerances and which checks passed; exits 1 if any failed.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -43,7 +44,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from ptmech import cache, fewshot, generation, interventions, patching, residual  # noqa: E402
+from ptmech import cache, generation, interventions, patching, residual  # noqa: E402
 from ptmech import truth_steering as st  # noqa: E402
 from ptmech.adapter import ModelAdapter, prepare_tokenizer  # noqa: E402
 from ptmech.organism.tokenizer import build_tokenizer  # noqa: E402
@@ -69,14 +70,11 @@ def build(size: str, tokenizer, device: str, seed: int = 0) -> dict[str, ModelAd
     torch.manual_seed(seed)
     model = transformers.LlamaForCausalLM(config).eval().requires_grad_(False)
     n = sum(p.numel() for p in model.parameters())
-    out = {}
-    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
-        m = model if name == "bfloat16" else transformers.LlamaForCausalLM(config).eval().requires_grad_(False)
-        if name == "float32":
-            m.load_state_dict(model.state_dict())
-        out[name] = ModelAdapter(m.to(device=device, dtype=dtype), tokenizer, name=f"random-llama-{n / 1e6:.0f}M-{name}",
-                                 role="instruct", template="User: {instruction}\nAssistant:")
-    return out
+    weights = {"float32": copy.deepcopy(model), "bfloat16": model}  # the same weights, cast below
+    return {name: ModelAdapter(m.to(device=device, dtype=getattr(torch, name)), tokenizer,
+                               name=f"random-llama-{n / 1e6:.0f}M-{name}", role="instruct",
+                               template="User: {instruction}\nAssistant:")
+            for name, m in weights.items()}
 
 
 def sync(device: str) -> None:

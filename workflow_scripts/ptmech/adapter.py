@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .architectures import ARCHITECTURES, Architecture, UnsupportedArchitecture, architecture_of  # noqa: F401
+from .architectures import architecture_of
 
 LAYER_CONVENTION = (
     "k=0..L: k=0 embedding output (input of block 0), k=l+1 output of decoder block l, "

@@ -6,6 +6,10 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ORGANISM_DATA = "results/organism/data/{name}.csv"
 WORKFLOW_OUTPUTS = "results/"
@@ -193,7 +197,7 @@ def is_local_dataset(spec: dict) -> bool:
     return bool(spec.get("path")) and not spec["path"].startswith(WORKFLOW_OUTPUTS)
 
 
-def local_dataset(name: str, spec: dict) -> "pd.DataFrame":
+def local_dataset(name: str, spec: dict) -> pd.DataFrame:
     """A local dataset file read and normalised as the dataset job will, so that a bad file
     fails the dry run naming its key."""
     from .data import DatasetError, normalise, read_source

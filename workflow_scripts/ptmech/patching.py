@@ -39,7 +39,7 @@ import torch
 
 from .adapter import LAYER_CONVENTION, ModelAdapter, block_output
 from .cache import attr_value
-from .fewshot import MULTI_TOKEN_ANSWERS, answer_token_ids  # noqa: F401 (re-exported)
+from .fewshot import answer_token_ids
 from .forward import last_logits
 from .io import atomic_path
 from .progress import Progress
