@@ -15,6 +15,7 @@ from conftest import ARCHS, SENTENCES, make_tokenizer
 from ptmech import refusal as rf
 from ptmech.adapter import block_output, load_model
 from ptmech.cache import extract
+from ptmech.forward import last_logits
 from ptmech.generation import greedy
 from ptmech.interventions import activation_addition, directional_ablation, residual_writers
 from ptmech.residual import hooked
@@ -290,6 +291,50 @@ def test_candidate_cells_limit_layers_and_positions():
         rf.candidate_cells(cands, 5, positions=[-4])
     with pytest.raises(ValueError, match="block inputs"):
         rf.candidate_cells(cands, 5, layers=[5])
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt2"])
+def test_batched_candidate_scores_equal_one_candidate_at_a_time(tiny_model_dir, arch):
+    """All candidates scored in shared batches (each row its own direction) give what one
+    candidate at a time with the single-direction hooks gives: ablation everywhere, addition
+    at block k, log-odds, KL and greedy refusal rates."""
+    adapter = _adapter(tiny_model_dir, arch, role="instruct")
+    rng = np.random.default_rng(1)
+    cands = rf.Candidates(rng.normal(size=(adapter.n_layers + 1, 2, adapter.d_model)).astype(np.float32),
+                          list(range(adapter.n_layers + 1)), [-2, -1])
+    harmful = adapter.encode([adapter.render_instruction(x) for x in HARMFUL[:5]])
+    harmless = adapter.encode([adapter.render_instruction(x) for x in HARMLESS[:3] + ["hi"]])
+    tokens = rf.refusal_token_ids(adapter.tokenizer, ["I"])
+    cells = [(0, -1), (1, -2), (2, -1), (1, -1)]
+    odds = lambda logits: rf.refusal_logit_score(logits, tokens).double().mean().item()
+    base_harmless = last_logits(adapter, ids=harmless)
+    expected, texts = [], []
+    for k, p in cells:  # one candidate at a time, the single-direction hooks
+        diff = cands.direction(k, p)
+        r = rf.unit(diff)
+        ablate = rf.Intervention("ablation", r)
+        add = rf.Intervention("addition", r, k=k, coefficient=2.0, scale=float(np.linalg.norm(diff)))
+        with hooked(ablate.registrations(adapter)):
+            abl_harmful, abl_harmless = last_logits(adapter, ids=harmful), last_logits(adapter, ids=harmless)
+            abl_gen = greedy(adapter, harmful, max_new_tokens=3).texts(adapter.tokenizer)
+        with hooked(add.registrations(adapter)):
+            added = last_logits(adapter, ids=harmless)
+            add_gen = greedy(adapter, harmless, max_new_tokens=3).texts(adapter.tokenizer)
+        expected.append([odds(abl_harmful), odds(added),
+                         rf.kl_divergence(base_harmless, abl_harmless).double().mean().item()])
+        texts.append((abl_gen, add_gen))
+    # "refusal" prefixes that some of these generations start with and others do not
+    starts = sorted({t.strip()[:4] for gens in texts for t in gens[0] + gens[1]} - {""})
+    prefixes = starts[::2]
+    scores = rf.score_candidates(adapter, cands, cells, harmful, harmless, tokens, coefficient=2.0, batch_size=3,
+                                 max_new_tokens=3, prefixes=prefixes)
+    np.testing.assert_allclose(scores[["ablation_refusal_score", "addition_refusal_score", "ablation_kl"]],
+                               expected, rtol=1e-4, atol=1e-5)
+    rate = lambda gens: np.mean([rf.is_refusal(t, prefixes) for t in gens])
+    rates = [[rate(a), rate(b)] for a, b in texts]
+    assert scores[["ablation_refusal_rate", "addition_refusal_rate"]].to_numpy().tolist() == rates
+    assert 0 < np.mean(rates) < 1  # the rate comparison saw both outcomes
+    assert scores["ablation_refusal_score"].nunique() == len(cells)  # the candidates differ
 
 
 def test_candidate_scores_with_zero_addition_equal_the_baseline(tiny_model_dir):

@@ -21,8 +21,15 @@ def last_logits(adapter: ModelAdapter, texts: Sequence[str] | None = None, *, id
     out = torch.empty((len(ids), adapter.unembed_weight.shape[0]), dtype=torch.float32)
     for start in range(0, len(ids), batch_size):
         idx = order[start:start + batch_size]
-        input_ids, mask, pos = left_pad([ids[i] for i in idx], adapter.tokenizer.pad_token_id, adapter.device)
-        logits = adapter.model(input_ids=input_ids, attention_mask=mask, position_ids=pos,
-                               use_cache=False, logits_to_keep=1).logits[:, -1]
-        out[idx] = logits.float().cpu()
+        out[idx] = batch_last_logits(adapter, [ids[i] for i in idx])
     return out
+
+
+@torch.inference_mode()
+def batch_last_logits(adapter: ModelAdapter, ids: Sequence[Sequence[int]]) -> torch.Tensor:
+    """float32 [B, V] logits at the last token of one left-padded batch, in the given row
+    order (for callers whose hooks hold per-row state)."""
+    input_ids, mask, pos = left_pad(ids, adapter.tokenizer.pad_token_id, adapter.device)
+    logits = adapter.model(input_ids=input_ids, attention_mask=mask, position_ids=pos,
+                           use_cache=False, logits_to_keep=1).logits[:, -1]
+    return logits.float().cpu()

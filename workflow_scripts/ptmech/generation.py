@@ -52,14 +52,24 @@ def greedy(adapter: ModelAdapter, ids: Sequence[Sequence[int]], *, max_new_token
     progress = Progress(n, log, what="prompts") if log else None
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
-        input_ids, mask, pos = left_pad([ids[i] for i in idx], adapter.tokenizer.pad_token_id, adapter.device)
-        step = _cached if use_cache else _uncached
-        new, logits0 = step(adapter.model, input_ids, mask, pos, max_new_tokens)
-        tokens[idx] = new.cpu()
-        first[idx] = logits0.float().cpu()
+        batch = greedy_batch(adapter, [ids[i] for i in idx], max_new_tokens=max_new_tokens, use_cache=use_cache)
+        tokens[idx], first[idx] = batch.tokens, batch.first_logits
         if progress:
             progress.update(len(idx))
     return Generations(tokens, first)
+
+
+@torch.inference_mode()
+def greedy_batch(adapter: ModelAdapter, ids: Sequence[Sequence[int]], *, max_new_tokens: int,
+                 use_cache: bool = True) -> Generations:
+    """``greedy`` on one left-padded batch, rows in the given order (for callers whose hooks
+    hold per-row state)."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    input_ids, mask, pos = left_pad(ids, adapter.tokenizer.pad_token_id, adapter.device)
+    step = _cached if use_cache else _uncached
+    new, logits0 = step(adapter.model, input_ids, mask, pos, max_new_tokens)
+    return Generations(new.cpu(), logits0.float().cpu())
 
 
 def _cached(model, input_ids, mask, pos, steps):

@@ -54,6 +54,37 @@ def add_vector(vector: torch.Tensor) -> Edit:
     return edit
 
 
+def ablate_rows(directions: Callable[[], torch.Tensor | None]) -> Edit:
+    """Row b of a batch x [B, ..., d_model] loses its own unit direction: x[b] -> x[b] -
+    (x[b] . r_b) r_b, with ``directions()`` the current batch's [B, d_model] float32 unit
+    rows on x's device (a zero row leaves its row exactly as it was; None leaves the
+    batch alone). For scoring many candidate directions in one batch."""
+
+    def edit(x: torch.Tensor) -> torch.Tensor:
+        r = directions()
+        if r is None:
+            return x
+        x32 = x.float()
+        r = r.view(r.shape[0], *([1] * (x.dim() - 2)), r.shape[-1])
+        return (x32 - (x32 * r).sum(-1, keepdim=True) * r).to(x.dtype)
+
+    return edit
+
+
+def add_rows(vectors: Callable[[], torch.Tensor | None]) -> Edit:
+    """Row b of x [B, ..., d_model] gets its own vector: x[b] -> x[b] + v_b, with
+    ``vectors()`` the current batch's [B, d_model] float32 rows on x's device (None leaves
+    the batch alone)."""
+
+    def edit(x: torch.Tensor) -> torch.Tensor:
+        v = vectors()
+        if v is None:
+            return x
+        return (x.float() + v.view(v.shape[0], *([1] * (x.dim() - 2)), v.shape[-1])).to(x.dtype)
+
+    return edit
+
+
 def _unit(direction: torch.Tensor) -> torch.Tensor:
     r = torch.as_tensor(direction).detach().float().flatten()
     return r / (r.norm() + 1e-8)

@@ -8,9 +8,11 @@
   under activation addition (harmless validation prompts), discard candidates whose
   ablation moves the harmless next-token distribution by more than a KL threshold or that
   sit in the last fraction of layers, and keep the best (``score_candidates``,
-  ``select_direction``). Refusal is measured by short greedy generations (default) or by
-  Arditi et al.'s first-position log-odds; the first misleads when a model's refusal and
-  compliance share a first token (the organism ablated says "I ." instead of "I cannot").
+  ``select_direction``). Refusal is measured by Arditi et al.'s log-odds of the refusal
+  tokens at the first generated position (default: one forward pass per batch, every
+  candidate batched together, generation only for the chosen direction), or by the
+  refusal rate of short greedy generations of every candidate (``score: generation``; it
+  sees past a first token that refusal and compliance share).
 * **Steering**: greedy generation with the direction ablated everywhere (harmful prompts) or
   added at one layer (harmless prompts), scored by the paper's refusal prefixes and by a
   logit-based refusal score at the first generated position (``steer``).
@@ -30,9 +32,10 @@ import torch
 
 from .adapter import ModelAdapter
 from .data import SPLITS, instruction_splits  # noqa: F401 (the splits are data; re-exported)
-from .forward import last_logits
-from .generation import greedy
-from .interventions import SITES, activation_addition, directional_ablation
+from .forward import batch_last_logits, last_logits
+from .generation import greedy, greedy_batch
+from .interventions import (SITES, ablate_rows, activation_addition, add_rows, directional_ablation,
+                            site_registrations)
 from .prompts import render
 from .progress import Progress
 from .residual import hooked
@@ -220,48 +223,102 @@ def score_candidates(adapter: ModelAdapter, candidates: Candidates, cells: Seque
       ``addition_refusal_rate``: the fraction of greedy generations of that many tokens
       that start with a refusal prefix (NaN otherwise).
 
+    All candidates are scored together: each batch row is one (candidate, prompt) with its
+    own direction (``interventions.ablate_rows`` / ``add_rows``), rows in prompt-length
+    order, so the work is one forward pass (or one generation) per batch of rows whatever
+    the number of candidates, with the same numbers as one candidate at a time.
+
     Returns one row per candidate with ``k``, ``position``, ``direction_norm`` and the
     scores; the baseline scores are in ``frame.attrs``."""
-    def measure(ids, iv: Intervention) -> tuple[torch.Tensor, float]:
-        """First-position logits [N, V] and the refusal rate (NaN without generation)."""
-        with hooked(iv.registrations(adapter)):
-            if not max_new_tokens:
-                return last_logits(adapter, ids=ids, batch_size=batch_size), float("nan")
-            gens = greedy(adapter, ids, max_new_tokens=max_new_tokens, batch_size=batch_size)
-        refused = [is_refusal(t, prefixes) for t in gens.texts(adapter.tokenizer)]
-        return gens.first_logits, float(np.mean(refused))
+    cells = [(int(k), int(p)) for k, p in cells]
+    for k, _ in cells:
+        if not 0 <= k < adapter.n_layers:
+            raise ValueError(f"activation addition needs a block input, residual index k in "
+                             f"0..{adapter.n_layers - 1}, got k={k}")
+    diffs = [candidates.direction(k, p) for k, p in cells]
+    norms = [float(np.linalg.norm(d)) for d in diffs]
+    dirs = torch.stack([unit(d) for d in diffs]) if cells else torch.zeros((0, adapter.d_model))
+    vectors = torch.stack([coefficient * (n if units == "mean_difference" else 1.0) * r
+                           for n, r in zip(norms, dirs)]) if cells else dirs
+    cell_k = torch.tensor([k for k, _ in cells], dtype=torch.long)
 
     def log_odds(logits):
-        return float(refusal_logit_score(logits, refusal_tokens).mean())
+        return refusal_logit_score(logits, refusal_tokens)
 
-    none = Intervention("none")
-    (base_harmful, harmful_rate), (base_harmless, harmless_rate) = measure(harmful_ids, none), measure(harmless_ids, none)
-    progress = Progress(len(cells), log, what="candidates") if log else None
-    rows = []
-    for k, position in cells:
-        diff = candidates.direction(k, position)
-        norm = float(np.linalg.norm(diff))
-        r = unit(diff)
-        ablate = Intervention("ablation", r)
-        add = Intervention("addition", r, k=k, coefficient=coefficient, sites=tuple(sites),
-                           scale=norm if units == "mean_difference" else 1.0)
-        with hooked(ablate.registrations(adapter)):
-            harmless_ablated = last_logits(adapter, ids=harmless_ids, batch_size=batch_size)
-        ablated, ablation_rate = measure(harmful_ids, ablate)
-        added, addition_rate = measure(harmless_ids, add)
-        rows.append({
-            "k": k, "position": position, "direction_norm": norm,
-            "ablation_refusal_score": log_odds(ablated), "addition_refusal_score": log_odds(added),
-            "ablation_kl": float(kl_divergence(base_harmless, harmless_ablated).mean()),
-            "ablation_refusal_rate": ablation_rate, "addition_refusal_rate": addition_rate,
-        })
-        if progress:
-            progress.update()
-    frame = pd.DataFrame(rows)
+    def refused(gens) -> np.ndarray:
+        return np.array([is_refusal(t, prefixes) for t in gens.texts(adapter.tokenizer)], dtype=float)
+
+    # baselines: no intervention
+    if max_new_tokens:
+        gens = {name: greedy(adapter, ids, max_new_tokens=max_new_tokens, batch_size=batch_size)
+                for name, ids in (("harmful", harmful_ids), ("harmless", harmless_ids))}
+        base = {name: g.first_logits for name, g in gens.items()}
+        base_rate = {name: float(refused(g).mean()) for name, g in gens.items()}
+    else:
+        base = {"harmful": last_logits(adapter, ids=harmful_ids, batch_size=batch_size),
+                "harmless": last_logits(adapter, ids=harmless_ids, batch_size=batch_size)}
+        base_rate = {"harmful": float("nan"), "harmless": float("nan")}
+
+    # every (candidate, prompt) row of three conditions; sums per candidate
+    state: dict = {"ablate": None, "add": {}}
+    device = adapter.device
+    regs = [reg for layer in range(adapter.n_layers)
+            for reg in site_registrations(adapter, layer, SITES, ablate_rows(lambda: state["ablate"]))]
+    for layer in sorted({k for k, _ in cells}):
+        regs += site_registrations(adapter, layer, sites, add_rows(lambda layer=layer: state["add"].get(layer)))
+    C = len(cells)
+    sums = {key: np.zeros(C) for key in ("ablation_score", "ablation_kl", "addition_score",
+                                         "ablation_rate", "addition_rate")}
+    conditions = [  # (operation, prompts, prompt set, what each row adds to, generate?)
+        ("ablation", harmful_ids, "harmful", ("ablation_score", "ablation_rate"), bool(max_new_tokens)),
+        ("ablation", harmless_ids, "harmless", ("ablation_kl", None), False),
+        ("addition", harmless_ids, "harmless", ("addition_score", "addition_rate"), bool(max_new_tokens)),
+    ]
+    rows_total = C * (len(harmful_ids) + 2 * len(harmless_ids))
+    progress = Progress(rows_total, log, what="candidate-prompt rows") if log else None
+    with hooked(regs):
+        for operation, ids, name, (score_key, rate_key), generate in conditions:
+            pairs = sorted(((c, i) for c in range(C) for i in range(len(ids))), key=lambda ci: -len(ids[ci[1]]))
+            for start in range(0, len(pairs), batch_size):
+                chunk = pairs[start:start + batch_size]
+                c_idx = torch.tensor([c for c, _ in chunk], dtype=torch.long)
+                p_idx = [i for _, i in chunk]
+                if operation == "ablation":
+                    state["ablate"], state["add"] = dirs[c_idx].to(device), {}
+                else:
+                    v = vectors[c_idx]
+                    state["ablate"] = None
+                    state["add"] = {int(k): (v * (cell_k[c_idx] == k)[:, None]).to(device)
+                                    for k in cell_k[c_idx].unique()}
+                batch_ids = [ids[i] for i in p_idx]
+                if generate:
+                    out = greedy_batch(adapter, batch_ids, max_new_tokens=max_new_tokens)
+                    logits = out.first_logits
+                    np.add.at(sums[rate_key], c_idx.numpy(), refused(out))
+                else:
+                    logits = batch_last_logits(adapter, batch_ids)
+                if score_key == "ablation_kl":
+                    values = kl_divergence(base[name][p_idx], logits)
+                else:
+                    values = log_odds(logits)
+                np.add.at(sums[score_key], c_idx.numpy(), values.double().numpy())
+                if progress:
+                    progress.update(len(chunk))
+        state["ablate"], state["add"] = None, {}
+    n_harmful, n_harmless = max(1, len(harmful_ids)), max(1, len(harmless_ids))
+    nan = np.full(C, np.nan)
+    frame = pd.DataFrame({
+        "k": [k for k, _ in cells], "position": [p for _, p in cells], "direction_norm": norms,
+        "ablation_refusal_score": sums["ablation_score"] / n_harmful,
+        "addition_refusal_score": sums["addition_score"] / n_harmless,
+        "ablation_kl": sums["ablation_kl"] / n_harmless,
+        "ablation_refusal_rate": sums["ablation_rate"] / n_harmful if max_new_tokens else nan,
+        "addition_refusal_rate": sums["addition_rate"] / n_harmless if max_new_tokens else nan,
+    })
     frame.attrs.update({
-        "baseline_harmful_refusal_score": log_odds(base_harmful),
-        "baseline_harmless_refusal_score": log_odds(base_harmless),
-        "baseline_harmful_refusal_rate": harmful_rate, "baseline_harmless_refusal_rate": harmless_rate,
+        "baseline_harmful_refusal_score": float(log_odds(base["harmful"]).mean()),
+        "baseline_harmless_refusal_score": float(log_odds(base["harmless"]).mean()),
+        "baseline_harmful_refusal_rate": base_rate["harmful"], "baseline_harmless_refusal_rate": base_rate["harmless"],
     })
     return frame
 
@@ -359,7 +416,10 @@ def search_direction(adapter: ModelAdapter, candidates: Candidates, harmful_ids:
     """The automatic selection with the config's ``refusal.selection`` and
     ``refusal.addition`` settings: the candidate cells (restricted to a configured ``k`` or
     ``position`` if one is given; a configured k is exempt from the depth filter), their
-    scores on the validation prompts, and the choice (``select_direction``)."""
+    scores on the validation prompts, and the choice (``select_direction``). With score
+    ``logit`` only the chosen candidate (and the baseline) is generated from, so its row
+    also has the refusal rates of ``max_new_tokens`` greedy tokens; the other rows' rates
+    are NaN."""
     discard = 0.0 if k is not None else selection["discard_last_fraction"]
     cells = candidate_cells(candidates, adapter.n_layers,
                             layers=[k] if k is not None else selection["layers"],
@@ -368,17 +428,26 @@ def search_direction(adapter: ModelAdapter, candidates: Candidates, harmful_ids:
     if log:
         log(f"scoring {len(cells)} candidate cells on {len(harmful_ids)} harmful and {len(harmless_ids)} "
             f"harmless validation prompts (score: {selection['score']})")
-    scores = score_candidates(
-        adapter, candidates, cells, harmful_ids, harmless_ids, refusal_tokens,
-        coefficient=addition["coefficient"], units=addition["units"], sites=addition["sites"],
-        batch_size=batch_size, prefixes=prefixes,
-        max_new_tokens=selection["max_new_tokens"] if selection["score"] == "generation" else 0, log=log,
-    )
+    generate = selection["score"] == "generation"
+
+    def scored(cells, max_new_tokens, log=None):
+        return score_candidates(
+            adapter, candidates, cells, harmful_ids, harmless_ids, refusal_tokens,
+            coefficient=addition["coefficient"], units=addition["units"], sites=addition["sites"],
+            batch_size=batch_size, prefixes=prefixes, max_new_tokens=max_new_tokens, log=log)
+
+    scores = scored(cells, selection["max_new_tokens"] if generate else 0, log)
     frame, rule = select_direction(scores, adapter.n_layers, score=selection["score"],
                                    kl_threshold=selection["kl_threshold"],
                                    induce_threshold=selection["induce_threshold"],
                                    induce_rate=selection["induce_rate"], discard_last_fraction=discard)
     frame.attrs.update(scores.attrs)
+    if not generate:  # the refusal rates of the chosen direction only
+        best = frame.index[frame["selected"]][0]
+        chosen = scored([(int(frame.at[best, "k"]), int(frame.at[best, "position"]))], selection["max_new_tokens"])
+        rates = ["ablation_refusal_rate", "addition_refusal_rate"]
+        frame.loc[best, rates] = chosen.loc[0, rates].to_numpy()
+        frame.attrs.update({key: v for key, v in chosen.attrs.items() if key.endswith("_rate")})
     return frame, rule
 
 

@@ -236,9 +236,10 @@ def trio_metrics(root: str | Path, world: World, refusal_settings: dict, work: s
             out[name].update(floors.refusal_metrics(floors.passed_filters(result["rule"]), r["baseline"],
                                                     r["ablation"], r["addition"]))
             frame = result["selection"]
-            best = frame.loc[frame["ablation_refusal_rate"].idxmin()]
-            # diagnostics: where the chosen direction sits, and the best any candidate did
+            chosen = frame[frame["selected"]].iloc[0]
+            # diagnostics: where the chosen direction sits and how it did on the val prompts
             out[name].update({"refusal_k": float(result["k"]), "refusal_position": float(result["position"]),
-                              "val_best_ablation_rate": float(best["ablation_refusal_rate"]),
-                              "val_best_ablation_kl": float(best["ablation_kl"]), "val_best_ablation_k": float(best["k"])})
+                              "val_ablation_rate": float(chosen["ablation_refusal_rate"]),
+                              "val_addition_rate": float(chosen["addition_refusal_rate"]),
+                              "val_ablation_kl": float(chosen["ablation_kl"])})
     return out
