@@ -9,6 +9,7 @@ rule extract:
         model=extraction_model,
         prompt_set=extraction_prompt_set,
         settings=extraction_settings,
+    threads: model_threads
     resources:
         gpu=model_gpu,
         gpu_model=model_gpu_model,

@@ -15,6 +15,7 @@ rule confidence_neurons:
     params:
         model=confidence_model,
         settings=confidence_weights_settings,
+    threads: model_threads
     resources:
         gpu=model_gpu,
         gpu_model=model_gpu_model,
@@ -41,6 +42,7 @@ rule confidence_ablation:
         model=confidence_model,
         selection=confidence_default_selection,
         settings=confidence_ablation_settings,
+    threads: model_threads
     resources:
         gpu=model_gpu,
         gpu_model=model_gpu_model,

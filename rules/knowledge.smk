@@ -46,6 +46,7 @@ rule knowledge_sources:
     params:
         model=knowledge_source_model,
         settings=knowledge_sources_settings,
+    threads: model_threads
     resources:
         gpu=model_gpu,
         gpu_model=model_gpu_model,
@@ -74,6 +75,7 @@ rule knowledge_patch:
     wildcard_constraints:
         source=KNOWLEDGE_MODEL,
         target=KNOWLEDGE_MODEL,
+    threads: model_threads
     resources:
         gpu=model_gpu,
         gpu_model=model_gpu_model,

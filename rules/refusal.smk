@@ -48,6 +48,7 @@ rule refusal_select:
     params:
         model=refusal_live_model,
         settings=refusal_select_settings,
+    threads: model_threads
     resources:
         gpu=model_gpu,
         gpu_model=model_gpu_model,
@@ -73,6 +74,7 @@ rule refusal_baseline:
     params:
         model=refusal_live_model,
         settings=refusal_generation_settings,
+    threads: model_threads
     resources:
         gpu=model_gpu,
         gpu_model=model_gpu_model,
@@ -101,6 +103,7 @@ rule refusal_steer:
         settings=refusal_steer_settings,
     wildcard_constraints:
         source=REFUSAL_MODEL,
+    threads: model_threads
     resources:
         gpu=model_gpu,
         gpu_model=model_gpu_model,

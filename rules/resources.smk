@@ -2,6 +2,7 @@
 # run time (runtime, minutes), estimated from the model's size by ptmech.resources. A rule
 # whose job loads a model declares
 #
+#     threads: model_threads
 #     resources:
 #         gpu=model_gpu,
 #         gpu_model=model_gpu_model,
@@ -81,3 +82,7 @@ def model_mem_mb(wildcards, attempt):
 
 def model_runtime(wildcards, attempt):
     return model_job_resources(wildcards, attempt)["runtime"]
+
+
+def model_threads(wildcards):
+    return ptres.job_threads(loaded_model_size(wildcards), RESOURCES)

@@ -118,6 +118,7 @@ rule truth_steer:
     wildcard_constraints:
         source=TRUTH_MODEL,
         target=TRUTH_MODEL,
+    threads: model_threads
     resources:
         gpu=model_gpu,
         gpu_model=model_gpu_model,

@@ -108,6 +108,15 @@ def test_job_resources():
     assert small["mem_mb"] <= gpu["mem_mb"] and small["runtime"] <= gpu["runtime"]
 
 
+def test_job_threads():
+    s = ptres.settings(None)
+    assert ptres.job_threads(ptres.ModelSize(135_000_000, "config"), s) == 4
+    assert ptres.job_threads(ptres.ModelSize(300_000, "safetensors"), s) == 1  # the organism
+    assert ptres.job_threads(ptres.ModelSize(0, "missing"), s) == 1  # not trained yet
+    s = ptres.settings({"threads": 16, "threads_min_parameters": "1e5"})
+    assert ptres.job_threads(ptres.ModelSize(300_000, "safetensors"), s) == 16
+
+
 def test_settings():
     assert ptres.settings(None)["gpu"] == "auto"
     assert ptres.settings({"gpu": True})["gpu"] is True
@@ -188,3 +197,31 @@ def test_extract_jobs_declare_model_resources(tmp_path, tiny_models, monkeypatch
         assert (int(got["gpu"]), int(got["mem_mb"]), int(got["runtime"])) == \
             (expected["gpu"], expected["mem_mb"], expected["runtime"]), (visible, line)
         assert expected["gpu"] == (1 if visible else 0)
+        assert "threads:" not in text[text.index("rule extract:"):]  # a tiny model: one thread
+
+
+@pytest.mark.workflow
+def test_model_jobs_declare_threads(tmp_path, tiny_models):
+    """Jobs that load a model big enough (here: every model, threads_min_parameters 0) get
+    resources.threads, lowered to --cores; what Snakemake gives them reaches torch."""
+    wd = copy_workflow(tmp_path / "wf")
+    shutil.copytree(tiny_models["llama"], wd / "models" / "a")
+    (wd / "st.csv").write_text("statement,label\nthe city of paris is in france .,1\n")
+    config = {
+        "models": {"a": {"path": "models/a", "family": "f", "role": "base"}},
+        "datasets": {"st": {"path": "st.csv", "kind": "statements"}},
+        "prompt_sets": {"statements": {"kind": "statements", "positions": "last", "datasets": ["st"]}},
+        "resources": {"threads": 2, "threads_min_parameters": 0},
+        **switched_off_stages(),
+    }
+    target = "results/activations/a/statements/st.h5"
+    for cores, expected in ((1, 1), (3, 2)):
+        out = snakemake(wd, "--dry-run", "--cores", str(cores), target, config=config)
+        text = out.stdout + out.stderr
+        job = text[text.index("rule extract:"):]
+        got = re.search(r"threads: (\d+)", job)
+        assert int(got.group(1) if got else 1) == expected, job[:600]
+    out = snakemake(wd, "--cores", "3", target, config=config)
+    assert out.returncode == 0, out.stderr[-3000:]
+    log = (wd / "logs" / "extract" / "a" / "statements" / "st.log").read_text()
+    assert "torch threads: 2" in log, log[-2000:]

@@ -1,4 +1,5 @@
 import numpy as np
+import torch
 
 import ptmech
 from ptmech import adapter as ad, cache, data, logs, prompts
@@ -11,8 +12,8 @@ table = data.load_table(snakemake.input.data)
 texts = prompts.render(model, table, p.prompt_set)
 positions = prompts.positions(model, p.prompt_set["positions"])
 layers = p.prompt_set.get("layers", "all")
-log.info("%s / %s / %s: %d prompts, positions %s, device %s, dtype %s",
-         w.model, w.prompt_set, w.dataset, len(texts), positions, model.device, model.dtype)
+log.info("%s / %s / %s: %d prompts, positions %s, device %s, dtype %s, torch threads: %d",
+         w.model, w.prompt_set, w.dataset, len(texts), positions, model.device, model.dtype, torch.get_num_threads())
 labels = {c: table[c].to_numpy() for c in ("label",) if c in table.columns}
 attrs = {
     "prompt_set": w.prompt_set,

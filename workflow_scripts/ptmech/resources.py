@@ -38,6 +38,8 @@ DEFAULTS = {
     "default_parameters": 8.0e9,   # size of a model whose size cannot be read
     "runtime_min": 60,             # minutes of a model job, plus ...
     "runtime_min_per_billion": 10,  # ... this many per billion parameters
+    "threads": 4,                  # CPU threads of a job that loads a model of at least ...
+    "threads_min_parameters": 1.0e7,  # ... this many parameters (smaller: one thread)
 }
 
 DTYPE_BYTES = {
@@ -79,7 +81,8 @@ def settings(section: dict | None) -> dict:
         raise ResourceSettingsError(f"resources.gpu: expected true, false or auto, got {out['gpu']!r}")
     out["gpu"] = gpu
     out["gpu_model"] = str(out["gpu_model"] or "")
-    for key in ("gpu_mem_gb", "default_parameters", "runtime_min", "runtime_min_per_billion"):
+    for key in ("gpu_mem_gb", "default_parameters", "runtime_min", "runtime_min_per_billion",
+                "threads_min_parameters"):
         try:
             out[key] = float(out[key])  # also YAML's "8e9", which PyYAML reads as a string
         except (TypeError, ValueError):
@@ -244,6 +247,15 @@ def runtime_min(parameters: int, base: float, per_billion: float, attempt: int =
     """Wall-clock minutes of a model job: ``base`` + ``per_billion`` per 10^9 parameters,
     times the attempt."""
     return int(math.ceil(base + per_billion * parameters / 1e9)) * max(1, attempt)
+
+
+def job_threads(size: ModelSize, settings_: dict) -> int:
+    """CPU threads of a job that loads a model of ``size``: ``threads`` from
+    ``threads_min_parameters`` parameters up, else one (a small model's job is bound by its
+    start-up, so several such jobs side by side beat one job with more threads).
+    Snakemake lowers it to ``--cores`` where that is smaller, and sets OMP_NUM_THREADS to
+    it, which torch follows."""
+    return int(settings_["threads"]) if size.parameters >= settings_["threads_min_parameters"] else 1
 
 
 def job_resources(spec: dict, size: ModelSize, settings_: dict, use_gpu: bool, attempt: int = 1) -> dict:
