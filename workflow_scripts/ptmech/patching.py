@@ -340,7 +340,7 @@ def write_sources(adapter: ModelAdapter, pairs: Sequence[dict], path: str | os.P
                   n_positions: int, answers: tuple[int, int] | None, batch_size: int = 32,
                   storage_dtype: str = "auto", attrs: dict | None = None,
                   log: Callable[[str], None] = print) -> None:
-    """The patching source file of one model on one dataset's pairs (METHODS §8.2 B3):
+    """The patching source file of one model on one dataset's pairs (METHODS.md §3.6):
 
     ``true_resid`` [P, L, T, d]  every block's output of the true run at positions -T..-1
     ``true_top`` / ``false_top`` [P] int64  the model's most likely next token on each prompt
