@@ -26,6 +26,7 @@ include: "rules/truth.smk"
 include: "rules/refusal.smk"
 include: "rules/knowledge.smk"
 include: "rules/confidence.smk"
+include: "rules/premises.smk"
 
 
 rule all:

@@ -81,10 +81,11 @@ STAGE_OUTPUTS = []
 
 
 def all_outputs():
-    outs = list(all_caches())
-    for stage_outputs in STAGE_OUTPUTS:
-        outs += stage_outputs()
-    return outs
+    return list(all_caches()) + all_outputs_of_stages()
+
+
+def all_outputs_of_stages():
+    return [out for stage_outputs in STAGE_OUTPUTS for out in stage_outputs()]
 
 
 # --- data -----------------------------------------------------------------------------

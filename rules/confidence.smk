@@ -71,6 +71,7 @@ rule confidence_tables:
         models=confidence_models_meta,
         pairs=confidence_pairs,
         selection=confidence_selection,
+        premises=config["premises"],
     log:
         "logs/confidence_tables/all.log",
     conda:
@@ -107,6 +108,7 @@ rule confidence_scatter:
             subcategory="{model}",
         ),
     params:
+        premises=config["premises"],
         selection=confidence_default_selection,
     log:
         "logs/confidence_scatter/{model}.log",
@@ -128,6 +130,7 @@ rule confidence_venn:
             subcategory="{family}",
         ),
     params:
+        premises=config["premises"],
         selection=confidence_default_selection,
     wildcard_constraints:
         family="[A-Za-z0-9][A-Za-z0-9._-]*",
@@ -151,6 +154,7 @@ rule confidence_iou_figure:
             subcategory="{family}",
         ),
     params:
+        premises=config["premises"],
         pairs=confidence_family_pairs,
         selection=confidence_selection,
     wildcard_constraints:

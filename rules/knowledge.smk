@@ -107,6 +107,7 @@ rule knowledge_tables:
     params:
         models=knowledge_model_info,
         settings=knowledge_tables_settings,
+        premises=config["premises"],
     log:
         "logs/knowledge_tables/tables.log",
     conda:

@@ -134,6 +134,7 @@ rule refusal_tables:
     params:
         models=refusal_model_info,
         pairs=refusal_pair_info,
+        premises=config["premises"],
     log:
         "logs/refusal_tables/tables.log",
     conda:

@@ -423,6 +423,7 @@ def test_tables_and_figures_load_no_model(tmp_path, monkeypatch):
     from conftest import REPO
     from ptmech import adapter as adapter_mod
     from ptmech import logs
+    from ptmech.config import schema_defaults
 
     def refuse(*args, **kwargs):
         raise AssertionError("a cache-only step tried to load a model or tokenizer")
@@ -454,8 +455,9 @@ def test_tables_and_figures_load_no_model(tmp_path, monkeypatch):
         snakemake.log = ["unused.log"]
         runpy.run_path(str(REPO / "workflow_scripts" / name), init_globals={"snakemake": snakemake}, run_name="__main__")
 
+    premises = schema_defaults(str(REPO / "config.schema.yaml"), "premises")
     run("knowledge_tables.py", input={"patching": paths}, output=out,
-        params={"models": models, "settings": {"bins": 20}})
+        params={"models": models, "settings": {"bins": 20}, "premises": premises})
     figs = {k: str(tmp_path / f"{k}.png") for k in ("heatmaps", "raw", "differences")}
     run("knowledge_figures.py", input={"heatmaps": out["heatmaps"], "differences": out["differences"]}, output=figs,
         params={"models": ["b", "p"]}, wildcards={"family": "f", "dataset": "d"})

@@ -135,23 +135,32 @@ def _report_variable(html: str, name: str) -> dict:
 def build_report(workdir: Path, config: dict | None = None, targets: tuple[str, ...] = ()) -> dict:
     """Build Snakemake's self-contained HTML report of a finished run in ``workdir`` (of
     ``targets``, default: everything) and read back what it holds: ``figures`` (path -> its
-    rendered caption, HTML) and ``categories`` (category -> subcategory -> paths)."""
+    rendered caption, HTML), ``tables`` (the same for the tables it shows) and ``categories``
+    (category -> subcategory -> paths)."""
     snakemake(workdir, "--report", "report.html", *targets, config=config)
     html = (workdir / "report.html").read_text()
-    figures = {path: entry["caption"] for path, entry in _report_variable(html, "results").items()}
-    return {"figures": figures, "categories": _report_variable(html, "categories")}
+    entries = {path: entry["caption"] for path, entry in _report_variable(html, "results").items()}
+    return {"figures": {p: c for p, c in entries.items() if p.endswith(".png")},
+            "tables": {p: c for p, c in entries.items() if not p.endswith(".png")},
+            "categories": _report_variable(html, "categories")}
+
+
+REPORTED_TABLES = {"results/tables/premises.tsv"}  # the unmet premises, first in the report
 
 
 def assert_report_holds_every_figure(workdir: Path, config: dict | None = None,
                                      targets: tuple[str, ...] = ()) -> dict:
     """Every figure the run made is in the report, with a caption whose template rendered,
-    filed under a category and subcategory. Returns the report's contents (``build_report``)."""
+    filed under a category and subcategory; so is the table of unmet premises when the run
+    made one, and no other table. Returns the report's contents (``build_report``)."""
     report = build_report(workdir, config, targets)
-    figures = report["figures"]
+    figures, tables = report["figures"], report["tables"]
     made = {str(p.relative_to(workdir)) for p in (workdir / "results" / "figures").rglob("*.png")}
     assert made and set(figures) == made, (sorted(made - set(figures)), sorted(set(figures) - made))
-    for path, caption in figures.items():
+    made_tables = {t for t in REPORTED_TABLES if (workdir / t).exists()}
+    assert set(tables) == made_tables, (sorted(tables), sorted(made_tables))
+    for path, caption in {**figures, **tables}.items():
         assert len(caption) > 100 and "{{" not in caption and "snakemake." not in caption, (path, caption)
     filed = [path for subs in report["categories"].values() for paths in subs.values() for path in paths]
-    assert sorted(filed) == sorted(figures), "every figure is filed exactly once"
+    assert sorted(filed) == sorted([*figures, *tables]), "every figure and table is filed exactly once"
     return report

@@ -3,12 +3,11 @@ side by side."""
 
 import pandas as pd
 
-from ptmech import confidence_plots as plots, io, logs
+from ptmech import confidence_plots as plots, figures, logs
 
 log = logs.to_file(snakemake.log[0])
 models = snakemake.params.models
 effects = pd.concat([pd.read_csv(snakemake.input[m], sep="\t").assign(model=m) for m in models],
                     ignore_index=True)
 fig = plots.ablation_bars(effects, models)
-with io.atomic_path(snakemake.output.png) as tmp:
-    fig.savefig(tmp, dpi=150, format="png", bbox_inches="tight")
+figures.save(fig, snakemake.output.png)

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from ptmech import confidence as cf, confidence_plots as plots, io, logs
+from ptmech import confidence as cf, confidence_plots as plots, figures, logs, premises
 
 log = logs.to_file(snakemake.log[0])
 sel = snakemake.params.selection
@@ -10,5 +10,9 @@ stats = {m: pd.read_csv(snakemake.input[m], sep="\t") for m in snakemake.input.k
 selected = cf.selection_grid(stats, sel["grid"]["top_norm_fraction"], sel["grid"]["n_neurons"])
 iou = cf.iou_grid(selected, [tuple(x) for x in snakemake.params.pairs])
 fig = plots.iou_heatmaps(iou, default=(sel["top_norm_fraction"], sel["n_neurons"]))
-with io.atomic_path(snakemake.output.png) as tmp:
-    fig.savefig(tmp, dpi=150, format="png", bbox_inches="tight")
+notes = []
+for model, s in stats.items():  # the premise at the default (p, n)
+    rows = cf.entropy_neurons(s["norm"], s["logit_var"], sel["top_norm_fraction"], sel["n_neurons"])
+    why = premises.entropy_premise(s["logit_var"].to_numpy(), rows, snakemake.params.premises["entropy_max_z"])
+    notes.append(why and f"{model}: {why}")
+figures.save(fig, snakemake.output.png, notes=notes)

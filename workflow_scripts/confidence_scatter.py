@@ -2,14 +2,15 @@
 
 import pandas as pd
 
-from ptmech import confidence as cf, confidence_plots as plots, io, logs
+from ptmech import confidence as cf, confidence_plots as plots, figures, logs, premises
 
 log = logs.to_file(snakemake.log[0])
 sel = snakemake.params.selection
 p, n = sel["top_norm_fraction"], sel["n_neurons"]
 stats = pd.read_csv(snakemake.input.neurons, sep="\t")
-chosen = stats["neuron"].to_numpy()[cf.entropy_neurons(stats["norm"], stats["logit_var"], p, n)].tolist()
+rows = cf.entropy_neurons(stats["norm"], stats["logit_var"], p, n)
+chosen = stats["neuron"].to_numpy()[rows].tolist()
+premise = premises.entropy_premise(stats["logit_var"].to_numpy(), rows, snakemake.params.premises["entropy_max_z"])
 fig = plots.scatter(stats, chosen, p, title=f"{snakemake.wildcards.model}: last-layer neurons "
                                              f"(entropy neurons: top {p:g} by norm, {n} lowest LogitVar)")
-with io.atomic_path(snakemake.output.png) as tmp:
-    fig.savefig(tmp, dpi=150, format="png", bbox_inches="tight")
+figures.save(fig, snakemake.output.png, notes=[premise])

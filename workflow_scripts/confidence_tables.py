@@ -1,9 +1,10 @@
 """All models' per-neuron statistics, their entropy neurons over the (p, n) grid, and the
 IoU of every model pair."""
 
+import numpy as np
 import pandas as pd
 
-from ptmech import confidence as cf, io, logs
+from ptmech import confidence as cf, io, logs, premises
 
 log = logs.to_file(snakemake.log[0])
 p = snakemake.params
@@ -14,6 +15,19 @@ io.write_table(meta.merge(neurons, on="model"), snakemake.output.neurons)
 
 grid = p.selection["grid"]
 selected = cf.selection_grid(stats, grid["top_norm_fraction"], grid["n_neurons"])
+# premise: the entropy neurons stand out from their layer (a far lower logit variance)
+max_z = p.premises["entropy_max_z"]
+selected["logit_var_median_z"], selected[premises.COLUMN] = np.nan, ""
+for (m, frac, n), group in selected.groupby(["model", "top_norm_fraction", "n_neurons"], sort=False):
+    stat = stats[m]
+    z = premises.entropy_z(stat["logit_var"].to_numpy(), np.flatnonzero(stat["neuron"].isin(group["neuron"]).to_numpy()))
+    selected.loc[group.index, "logit_var_median_z"] = z
+    selected.loc[group.index, premises.COLUMN] = premises.entropy_outliers(z, max_z)
+default_cells = selected[(selected["top_norm_fraction"] == p.selection["top_norm_fraction"])
+                         & (selected["n_neurons"] == p.selection["n_neurons"])]
+for m, reason in default_cells.groupby("model")[premises.COLUMN].first().items():
+    if reason:
+        log.warning("%s: premise not met: %s", m, reason)
 io.write_table(meta.merge(selected, on="model"), snakemake.output.selected)
 
 iou = cf.iou_grid(selected, [tuple(x) for x in p.pairs])

@@ -1,9 +1,10 @@
 import pandas as pd
 
-from ptmech import heatmaps, io, logs, patching
+from ptmech import heatmaps, io, logs, patching, premises
 
 log = logs.to_file(snakemake.log[0])
 bins = snakemake.params.settings["bins"]
+min_t = snakemake.params.premises["knowledge_min_t"]
 maps, baselines = [], []
 for path in snakemake.input.patching:
     r = patching.read_patching(path)
@@ -12,6 +13,13 @@ for path in snakemake.input.patching:
            "direction": a["direction"], "query": a.get("query", "question"), "n_pairs": int(a["n_pairs"])}
     maps.append(heatmaps.tidy_heatmap(r["ld"], a["columns"], bins).assign(**key))
     tt, tf = r["target_true_ld"], r["target_false_ld"]
+    # premise: the clean true / false gap of both models stands out from its noise
+    t = {"target": premises.gap_t(tt, tf), "source": premises.gap_t(r["source_true_ld"], r["source_false_ld"])}
+    sides = ["target"] + (["source"] if a["source"] != a["target"] else [])
+    premise = premises.joined(f"{who}: {why}" for who in sides if (why := premises.logit_gap(t[who], min_t)))
+    if premise:
+        log.warning("%s -> %s / %s: premise not met: %s", a["source"], a["target"], a["dataset"], premise)
+    maps[-1][premises.COLUMN] = premise
     baselines.append({
         **key,
         "source_true_ld": float(r["source_true_ld"].mean()),
@@ -22,6 +30,9 @@ for path in snakemake.input.patching:
         "patched_last_cell_ld": float(r["ld"][:, -1, -1].mean()),
         "min_mean_ld": float(r["ld"].mean(axis=0).min()),
         "max_mean_ld": float(r["ld"].mean(axis=0).max()),
+        "target_gap_t": t["target"],
+        "source_gap_t": t["source"],
+        premises.COLUMN: premise,
     })
     log.info("%s -> %s / %s: %d pairs", a["source"], a["target"], a["dataset"], key["n_pairs"])
 key_cols = ["family", "dataset", "source", "target", "direction", "query", "n_pairs"]

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from ptmech import io, logs, refusal_plots
+from ptmech import figures, logs, refusal_plots
 
 log = logs.to_file(snakemake.log[0])
 family, kind = snakemake.wildcards.family, snakemake.params.kind
@@ -12,6 +12,5 @@ if kind == "scores":
     fig = refusal_plots.scores_figure(table, title=f"{family}: refusal scores on held-out test prompts")
 else:
     fig = refusal_plots.cosine_figure(table, title=f"{family}: cosine between refusal directions")
-with io.atomic_path(snakemake.output.figure) as tmp:
-    fig.savefig(tmp, format="png", dpi=150)
+figures.save(fig, snakemake.output.figure, notes=figures.table_notes(table, ["source", "target"]))
 log.info("%s figure of family %s: %d rows", kind, family, len(table))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ptmech import data, io, logs, refusal_plots
+from ptmech import data, figures, logs, premises, refusal_plots
 from ptmech import refusal as rf
 from ptmech.cache import Cache
 
@@ -29,7 +29,7 @@ own = directions[w.model]
 labels = {m: (m if m == w.model else f"{m} (cos {rf.cosine(r, own):.2f})") for m, r in directions.items()}
 fig = refusal_plots.pca_figure(acts["harmful"], acts["harmless"], {labels[m]: r for m, r in directions.items()},
                                title=f"{w.model}: residual at k={k}, position {position} (test prompts)")
-with io.atomic_path(snakemake.output.figure) as tmp:
-    fig.savefig(tmp, format="png", dpi=150)
+why = premises.refusal_direction(meta["rule"])
+figures.save(fig, snakemake.output.figure, notes=[why and f"{w.model}: {why}"])
 log.info("PCA of %s at k=%d, position %d: %d harmful, %d harmless", w.model, k, position,
          len(acts["harmful"]), len(acts["harmless"]))

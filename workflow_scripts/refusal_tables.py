@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ptmech import io, logs
+from ptmech import io, logs, premises
 from ptmech import refusal as rf
 
 log = logs.to_file(snakemake.log[0])
@@ -39,6 +39,17 @@ scores["cosine_to_native"] = [
     rf.cosine(directions[src], directions[tgt]) if src else np.nan
     for src, tgt in zip(scores["source"], scores["target"])
 ]
+# premises: the direction passed the selection filters; the target refuses before ablation
+floor = p.premises["refusal_min_baseline"]
+unsteered = scores[(scores["operation"] == "none") & (scores["instructions"] == "harmful")]
+baseline_rate = dict(zip(unsteered["target"], unsteered["refusal_score"]))
+scores[premises.COLUMN] = [
+    premises.joined([premises.refusal_direction(metas[src]["rule"]) if src else "",
+                     premises.refusal_baseline(baseline_rate.get(tgt, float("nan")), floor) if op == "ablation" else ""])
+    for op, src, tgt in zip(scores["operation"], scores["source"], scores["target"])
+]
+for reason in sorted(set(scores[premises.COLUMN]) - {""}):
+    log.warning("premise not met: %s", reason)
 scores = scores.sort_values(["family", "target", "instructions", "operation", "direction", "source", "coefficient"])
 io.write_table(scores, out.scores)
 log.info("refusal scores:\n%s", scores.to_string(index=False))
@@ -49,6 +60,7 @@ for f in inp.selections:
     frame = pd.read_csv(f, sep="\t")
     frame["discarded"] = frame["discarded"].fillna("")
     frame.insert(0, "how", metas[m]["how"])
+    frame[premises.COLUMN] = premises.refusal_direction(metas[m]["rule"])
     frame.insert(0, "model", m)
     selection.append(frame)
 io.write_table(pd.concat(selection, ignore_index=True), out.selection)

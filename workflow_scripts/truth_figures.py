@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from ptmech import logs, truth_figures as tf
+from ptmech import figures, logs, truth_figures as tf
 
 log = logs.to_file(snakemake.log[0])
 w, inp, kind = snakemake.wildcards, snakemake.input, snakemake.params.kind
@@ -27,5 +27,5 @@ else:
         fig = tf.transfer(table, w.source, w.target, k, f"probe transfer at k={k} (block {k - 1})")
     else:
         raise ValueError(f"unknown figure kind {kind!r}")
-tf.save(fig, snakemake.output.figure)
+figures.save(fig, snakemake.output.figure)
 log.info("%s figure written", kind)

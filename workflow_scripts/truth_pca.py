@@ -3,7 +3,7 @@ layer, with both models' truth directions (trained without this dataset)."""
 
 import json
 
-from ptmech import io, logs, truth, truth_figures
+from ptmech import figures, io, logs, truth, truth_figures
 
 log = logs.to_file(snakemake.log[0])
 w, s, inp = snakemake.wildcards, snakemake.params.settings, snakemake.input
@@ -23,4 +23,4 @@ log.info("PCA of %s at k=%d: explained variance %s, cosine of the directions %.3
          explained.round(3).tolist(), truth.cosine(*directions.values()))
 fig = truth_figures.pca(table, title=f"{s['dataset']}, k={k} (block {k - 1})",
                         explained=explained, cos=truth.cosine(*directions.values()))
-truth_figures.save(fig, snakemake.output.figure)
+figures.save(fig, snakemake.output.figure)

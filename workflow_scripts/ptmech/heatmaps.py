@@ -139,11 +139,14 @@ def _heatmap(ax, m: np.ndarray, roles: Sequence[str], vmin: float, vmax: float, 
 def plot_heatmaps(heatmaps: pd.DataFrame, models: Sequence[str], value: str, path: str, title: str) -> None:
     """A grid of patching heatmaps, row = source model, column = target model (the
     diagonal is single-model patching), of ``value`` (``normalised`` on [-1, 1], or
-    ``mean_ld`` on a symmetric LD scale), role labels on the x axis."""
+    ``mean_ld`` on a symmetric LD scale), role labels on the x axis; the unmet premises of
+    its rows under it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from . import figures
 
     n = len(models)
     T = heatmaps["column"].nunique()
@@ -168,8 +171,7 @@ def plot_heatmaps(heatmaps: pd.DataFrame, models: Sequence[str], value: str, pat
             _heatmap(ax, matrix(sel, value), roles, vmin, vmax, name, label)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    figures.save(fig, path, notes=figures.table_notes(heatmaps, ["source", "target"]))
 
 
 def plot_differences(heatmaps: pd.DataFrame, differences: pd.DataFrame, path: str, title: str) -> None:
@@ -180,6 +182,8 @@ def plot_differences(heatmaps: pd.DataFrame, differences: pd.DataFrame, path: st
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from . import figures
 
     keys = differences.drop_duplicates(["base", "post"])[["base", "post"]].values.tolist()
     comps = [c for c in COMPARISONS if c in set(differences["comparison"])]
@@ -211,5 +215,4 @@ def plot_differences(heatmaps: pd.DataFrame, differences: pd.DataFrame, path: st
             _heatmap(axes[i][j], matrix(x, "normalised") - matrix(y, "normalised"), roles, -1, 1, t, "difference")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    figures.save(fig, path, notes=figures.table_notes(heatmaps, ["source", "target"]))
