@@ -67,10 +67,29 @@ def tiny_configs(vocab_size: int) -> dict[str, transformers.PretrainedConfig]:
 
 ARCHS = list(tiny_configs(10))
 
+# Architectures without a row in ptmech.architectures.ARCHITECTURES: their layout is
+# discovered from the model (architectures.discover).
+DISCOVERED = ["granite", "cohere", "cohere2", "stablelm", "phi", "falcon", "gptj", "opt", "bloom", "mixtral",
+              "qwen2_moe", "qwen3_moe", "smollm3", "llama4_text", "olmo", "olmo3", "starcoder2", "glm"]
+MIXTURES_OF_EXPERTS = {"mixtral", "qwen2_moe", "qwen3_moe", "llama4_text"}
+
+
+def discovered_config(model_type: str, vocab_size: int) -> transformers.PretrainedConfig:
+    """A tiny config of ``model_type`` built from its config class: every size key the class
+    has set small (given to the constructor, so derived fields such as layer_types follow)."""
+    sizes = dict(TINY, num_key_value_heads=2, vocab_size=vocab_size, head_dim=8, moe_intermediate_size=32,
+                 num_experts=4, num_local_experts=4, num_experts_per_tok=2, shared_expert_intermediate_size=32,
+                 intermediate_size_mlp=64, max_position_embeddings=128, n_positions=128, rotary_dim=8,
+                 word_embed_proj_dim=TINY["hidden_size"], ffn_dim=TINY["intermediate_size"],
+                 logits_scaling=4.0)  # Granite divides its logits (Cohere multiplies by logit_scale, 0.0625)
+    base = transformers.AutoConfig.for_model(model_type)
+    settable = {k for k in sizes if hasattr(base, k) and not isinstance(getattr(type(base), k, None), property)}
+    return transformers.AutoConfig.for_model(model_type, **{k: sizes[k] for k in settable})
+
 
 def save_tiny_model(arch: str, folder: Path, seed: int = 0) -> Path:
     tok = make_tokenizer()
-    cfg = tiny_configs(len(tok))[arch]
+    cfg = tiny_configs(len(tok))[arch] if arch in ARCHS else discovered_config(arch, len(tok))
     cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(cfg)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ARCHS, SENTENCES, save_tiny_model
+from conftest import ARCHS, DISCOVERED, MIXTURES_OF_EXPERTS, SENTENCES, save_tiny_model
 from ptmech import confidence as cf
 from ptmech.adapter import block_output, load_model
 from ptmech.residual import hooked
@@ -245,7 +245,7 @@ def _entropy_loss(logits, ids):
     return h.flatten(), l.flatten()
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ARCHS + [a for a in DISCOVERED if a not in MIXTURES_OF_EXPERTS])
 def test_final_norm_and_logits_match_the_model(arch, tiny_model_dir):
     adapter = _adapter(tiny_model_dir(arch))
     norm = cf.FinalNorm.of(adapter)
@@ -256,7 +256,7 @@ def test_final_norm_and_logits_match_the_model(arch, tiny_model_dir):
     torch.testing.assert_close(cf.logits_of(adapter, adapter.final_norm(x)), logits, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ARCHS + [a for a in DISCOVERED if a not in MIXTURES_OF_EXPERTS])
 def test_total_effect_equals_a_full_forward_with_the_neuron_ablated(arch, tiny_model_dir):
     adapter = _adapter(tiny_model_dir(arch))
     ids = cf.text_token_ids(adapter, SENTENCES[:6])

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ARCHS, make_tokenizer
+from conftest import ARCHS, DISCOVERED, make_tokenizer
 from ptmech import heatmaps, patching
 from ptmech.adapter import load_model
 from ptmech.statement_pairs import (PairsError, build_pairs, check_tokenization, match_by_last_word,
@@ -256,7 +256,7 @@ def test_patching_a_run_with_its_own_activations_changes_nothing(adapter, city_p
         np.testing.assert_allclose(grid.numpy(), np.full((T, adapter.n_layers), ld), atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ARCHS + DISCOVERED)
 def test_batched_grid_equals_one_cell_at_a_time(arch, tiny_model_dir, city_pairs):
     model = load_model(arch, {"path": str(tiny_model_dir(arch)), "dtype": "float32", "device": "cpu"})
     pairs, T = city_pairs["pairs"], len(city_pairs["columns"])

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ARCHS, SENTENCES, make_tokenizer
+from conftest import ARCHS, DISCOVERED, SENTENCES, make_tokenizer
 from ptmech import refusal as rf
 from ptmech.adapter import block_output, load_model
 from ptmech.cache import extract
@@ -60,7 +60,7 @@ def _record_sites(adapter):
     return regs, seen
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ARCHS + DISCOVERED)
 def test_ablation_leaves_no_component_along_r_at_any_hooked_site(arch, tiny_model_dir):
     adapter = _adapter(tiny_model_dir, arch)
     with torch.no_grad():  # fresh norms scale every coordinate alike; make them not
@@ -89,7 +89,7 @@ def test_ablation_leaves_no_component_along_r_at_any_hooked_site(arch, tiny_mode
         assert ratio < 1e-4, f"{arch}: {name} keeps |x.r|/|x| = {ratio:.2e}"
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ARCHS + DISCOVERED)
 def test_hooked_generation_with_kv_cache_equals_uncached_loop(arch, tiny_model_dir):
     adapter = _adapter(tiny_model_dir, arch)
     r = _direction(adapter, seed=1)

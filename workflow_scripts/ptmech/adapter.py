@@ -6,8 +6,8 @@ the embedding output (the input of decoder block 0) and ``k = l + 1`` is the out
 decoder block ``l``, *before* the final norm. The paper's truthfulness "layer l" is
 ``k = l + 1``; its refusal "resid_pre layer l" is ``k = l``.
 
-Module names per architecture are data (``ptmech.architectures.ARCHITECTURES``), not
-subclasses: adding an architecture is adding a row.
+Module names are found in the model itself (``ptmech.architectures.discover``), with the rows
+of ``ptmech.architectures.ARCHITECTURES`` as overrides: no subclass per architecture.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .architectures import architecture_of
+from .architectures import ARCHITECTURES, UnsupportedArchitecture, architecture_of
 
 LAYER_CONVENTION = (
     "k=0..L: k=0 embedding output (input of block 0), k=l+1 output of decoder block l, "
@@ -56,7 +56,7 @@ class ModelAdapter:
         self.name = name or getattr(model.config, "_name_or_path", "")
         self.role = role
         self.template = template
-        self.arch = architecture_of(model.config.model_type, self.name)
+        self.arch = architecture_of(model.config.model_type, self.name, model)
 
     # --- structure -------------------------------------------------------------------
     @property
@@ -98,6 +98,10 @@ class ModelAdapter:
     def mlp_out(self, layer: int = -1) -> torch.nn.Module:
         """The MLP's output projection of block ``layer`` (its input is the neuron
         activations)."""
+        if self.arch.mlp_out is None:
+            raise UnsupportedArchitecture(
+                f"model {self.name!r}: its MLP ({type(self.mlp(layer)).__name__}) has no single output projection "
+                f"(a mixture of experts?), which per-neuron analyses (confidence) need")
         return _get(self.blocks[layer], self.arch.mlp_out)
 
     def mlp_out_rows(self, layer: int = -1) -> torch.Tensor:
@@ -105,9 +109,30 @@ class ModelAdapter:
         w = self.mlp_out(layer).weight
         return w if self.arch.mlp_out_kind == "conv1d" else w.T
 
+    def rescale_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the model does to the head's output ``h(x) = W_U x (+ b)`` before it returns
+        logits: Cohere multiplies by ``logit_scale``, Granite divides by ``logits_scaling``,
+        Gemma 2 soft-caps at ``final_logit_softcapping``. Elementwise, so it applies to any
+        subset of the vocabulary's rows."""
+        cfg = self.model.config
+        scale = getattr(cfg, "logit_scale", None)
+        if isinstance(scale, (int, float)) and scale != 1:
+            logits = logits * scale
+        divisor = getattr(cfg, "logits_scaling", None)
+        if isinstance(divisor, (int, float)) and divisor != 1:
+            logits = logits / divisor
+        cap = getattr(cfg, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
     def final_norm_gain(self) -> torch.Tensor:
-        """[d_model] the final norm's effective elementwise scale."""
-        return self.final_norm.weight + self.arch.norm_offset
+        """[d_model] the final norm's effective elementwise scale (ones for a norm without
+        a weight, as OLMo's)."""
+        w = getattr(self.final_norm, "weight", None)
+        if w is None:
+            return torch.ones(self.d_model, device=self.device, dtype=self.dtype)
+        return w + self.arch.norm_offset
 
     @property
     def device(self) -> torch.device:
@@ -256,7 +281,9 @@ def load_model(name: str, spec: dict, device: str = "auto") -> ModelAdapter:
         if not Path(path).is_dir():
             raise FileNotFoundError(f"model {name!r}: local model folder {path!r} does not exist")
     config = AutoConfig.from_pretrained(path, revision=revision)
-    architecture_of(config.model_type, name)  # fail before loading any weights
+    if config.model_type not in ARCHITECTURES and getattr(config, "is_encoder_decoder", False):
+        raise UnsupportedArchitecture(f"model {name!r}: {config.model_type!r} is an encoder-decoder model; ptmech "
+                                      f"reads decoder-only models")  # before loading any weights
     device = resolve_device(spec.get("device", device))
     dtype = resolve_dtype(spec.get("dtype", "auto"), device)
     kwargs: dict[str, Any] = {"dtype": dtype, "revision": revision}

@@ -50,8 +50,22 @@ DEFAULT_CHUNK = 8192
 
 def is_layernorm(norm: torch.nn.Module) -> bool:
     """Whether a norm module centres its input (LayerNorm: GPT-2, GPT-NeoX) rather than
-    only rescaling it (RMSNorm: Llama, Mistral, Qwen, Gemma, OLMo, Phi-3)."""
-    return isinstance(norm, torch.nn.LayerNorm)
+    only rescaling it (RMSNorm: Llama, Mistral, Qwen, Gemma, OLMo 2, Phi-3). Another class
+    (e.g. Cohere's or OLMo's own LayerNorm) is run: a centring norm ignores a constant added
+    to every coordinate."""
+    if isinstance(norm, torch.nn.LayerNorm):
+        return True
+    if "rmsnorm" in type(norm).__name__.lower():
+        return False
+    p = next(norm.parameters(), None)
+    device, dtype = (p.device, p.dtype) if p is not None else ("cpu", torch.float32)
+    width = p.shape[-1] if p is not None else (getattr(norm, "normalized_shape", None) or [None])[-1]
+    if width is None:
+        return False
+    x = torch.randn(3, width, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        x = x.to(device, dtype)
+        return bool(torch.allclose(norm(x).float(), norm(x + 5.0).float(), atol=1e-3, rtol=1e-3))
 
 
 def writing_weights(w_out: torch.Tensor, centre: bool) -> torch.Tensor:
@@ -262,13 +276,19 @@ class FinalNorm:
         eps = getattr(norm, "eps", None)
         if eps is None:
             eps = getattr(norm, "variance_epsilon", None)
-        if eps is None:
-            raise ValueError(f"model {adapter.name!r}: cannot find the epsilon of its final norm "
-                             f"{type(norm).__name__}")
         bias = getattr(norm, "bias", None)
-        return cls(gain=_f32(adapter.final_norm_gain().detach()),
-                   bias=None if bias is None else _f32(bias.detach()), eps=float(eps),
-                   centred=is_layernorm(norm))
+        out = cls(gain=_f32(adapter.final_norm_gain().detach()),
+                  bias=None if bias is None else _f32(bias.detach()), eps=float(1e-5 if eps is None else eps),
+                  centred=is_layernorm(norm))
+        # the direct effect needs the norm as a formula; check it is this model's norm
+        p = next(adapter.model.parameters())
+        x = 3 * torch.randn(4, adapter.d_model, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            theirs = _f32(norm(x.to(p.device, p.dtype)))
+        if not torch.allclose(out(x.to(p.device, p.dtype)).to(theirs.device), theirs, atol=1e-3, rtol=1e-3):
+            raise ValueError(f"model {adapter.name!r}: its final norm {type(norm).__name__} is not a LayerNorm or "
+                             f"RMSNorm of gain, bias and epsilon ptmech can read, which the confidence stage needs")
+        return out
 
     def centre(self, x: torch.Tensor) -> torch.Tensor:
         return x - x.mean(-1, keepdim=True) if self.centred else x
@@ -288,11 +308,9 @@ class FinalNorm:
 
 def logits_of(adapter: ModelAdapter, normed: torch.Tensor) -> torch.Tensor:
     """float32 logits from the final norm's output [..., d_model], as the model computes
-    them (including Gemma 2's final logit soft-capping)."""
+    them (with its logit rescaling, ``ModelAdapter.rescale_logits``)."""
     head = adapter.unembed
-    logits = _f32(head(normed.to(head.weight.device, head.weight.dtype)))
-    cap = getattr(adapter.model.config, "final_logit_softcapping", None)
-    return torch.tanh(logits / cap) * cap if cap else logits
+    return adapter.rescale_logits(_f32(head(normed.to(head.weight.device, head.weight.dtype))))
 
 
 def token_entropy_and_loss(logits: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -318,7 +336,8 @@ def mean_activations(adapter: ModelAdapter, ids: list[list[int]], batch_size: in
     count = 0
 
     def grab(module, args, kwargs):
-        s = (args[0].double() * state["mask"][..., None]).sum((0, 1))
+        a = args[0].reshape(*state["mask"].shape, -1)  # OPT runs its MLP on [B * S, d] rows
+        s = (a.double() * state["mask"][..., None]).sum((0, 1))
         state["total"] = s if state["total"] is None else state["total"] + s
 
     for batch in _batches(ids, batch_size):

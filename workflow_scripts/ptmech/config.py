@@ -3,6 +3,7 @@ sections, files that must exist), and the slices of it that each job receives.""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from pathlib import Path
@@ -150,6 +151,35 @@ def has_chat_template(folder: Path) -> bool:
     return bool(json.loads(tok_cfg.read_text()).get("chat_template"))
 
 
+@functools.lru_cache(maxsize=None)
+def layout_problem(folder: Path) -> str:
+    """Why ptmech cannot read the model in ``folder`` (an architecture without a row in
+    ``ARCHITECTURES``), or "": its ``*ForCausalLM`` is built from config.json on the meta
+    device (no weights, no memory) and its layout discovered (``architectures.discover``).
+    Imports torch and transformers, so only models off the table pay for it."""
+    import torch
+    import transformers
+
+    from .architectures import UnsupportedArchitecture, discover
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(folder)
+    except (ValueError, KeyError, OSError) as e:
+        return f"transformers cannot read its config ({e})"
+    if getattr(config, "is_encoder_decoder", False):
+        return "an encoder-decoder model; ptmech reads decoder-only models"
+    try:
+        with torch.device("meta"):
+            model = transformers.AutoModelForCausalLM.from_config(config)
+    except (ValueError, KeyError, TypeError, ImportError) as e:
+        return f"transformers has no causal LM for it ({str(e).splitlines()[0][:200]})"
+    try:
+        discover(model)
+    except UnsupportedArchitecture as e:
+        return str(e).split(": ", 1)[-1] + " (a row in ptmech.architectures.ARCHITECTURES can say where they are)"
+    return ""
+
+
 def check_model(name: str, spec: dict, prompt_sets: dict) -> None:
     """What the model's config.json says against the config: a transformers model folder,
     an architecture the adapter supports, a chat template (or models.<m>.template) for a
@@ -167,9 +197,10 @@ def check_model(name: str, spec: dict, prompt_sets: dict) -> None:
         raise ConfigError(f"{key}: folder {path!r} has no config.json (or one that is not JSON), so it is not a "
                           f"transformers model folder (save one with model.save_pretrained(folder))")
     if cfg.get("model_type") not in ARCHITECTURES:
-        raise ConfigError(f"{key}: model {name!r} ({folder / 'config.json'}) is of architecture "
-                          f"{cfg.get('model_type')!r}, which the ptmech adapter does not support (supported: "
-                          f"{', '.join(sorted(ARCHITECTURES))}); add a row to ptmech.architectures.ARCHITECTURES")
+        problem = layout_problem(folder)
+        if problem:
+            raise ConfigError(f"{key}: model {name!r} ({folder / 'config.json'}, architecture "
+                              f"{cfg.get('model_type')!r}): {problem}")
     uses_instructions = any(ps["kind"] == "instructions" for ps in prompt_sets.values())
     local = is_local_path(path)  # a hub snapshot may hold only some of the tokenizer's files
     if (uses_instructions and local and spec["role"] != "base" and not spec.get("template")

@@ -78,27 +78,19 @@ def logit_diff(logits: torch.Tensor, answers) -> torch.Tensor:
     return (logits.gather(1, a[:, :1]) - logits.gather(1, a[:, 1:])).squeeze(1).float()
 
 
-# Config attributes that rescale logits after the head; a model with one gets the full head.
-_LOGIT_RESCALING = ("logit_scale", "logits_scaling", "output_multiplier_scale")
-
-
 def hidden_logit_diff(adapter: ModelAdapter, hidden: torch.Tensor, answers) -> torch.Tensor:
     """float32 [N]: what ``logit_diff`` gives on the head's logits of the final hidden
     states ``hidden`` [N, d] (the backbone's output, final norm applied), from the two
     unembedding rows each row needs instead of all V: exact for a linear head with or
-    without bias, and for Gemma 2's final soft-capping. The full unembedding of [N, d] rows
-    is most of a patching pass's time for a large vocabulary."""
-    cfg = adapter.model.config
-    if any(getattr(cfg, key, None) not in (None, 1, 1.0) for key in _LOGIT_RESCALING):
-        return logit_diff(adapter.unembed(hidden), answers)
+    without bias and for the model's elementwise logit rescaling (``rescale_logits``: Gemma 2's
+    soft-capping, Cohere's and Granite's scales). The full unembedding of [N, d] rows is most
+    of a patching pass's time for a large vocabulary."""
     a = torch.as_tensor(per_prompt(answers, len(hidden)), device=hidden.device)  # [N, 2]
     logits = torch.einsum("nd,nkd->nk", hidden, adapter.unembed_weight[a])
     bias = getattr(adapter.unembed, "bias", None)
     if bias is not None:
         logits = logits + bias[a]
-    cap = getattr(cfg, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
+    logits = adapter.rescale_logits(logits)
     return (logits[:, 0] - logits[:, 1]).float()
 
 
