@@ -86,7 +86,7 @@ def test_analysis_settings_re_extract_nothing(small_workflow):
     assert jobs, "the analysis change should rerun the analysis"
     assert _extracted(jobs) == []
     assert {rule for rule, _ in jobs} <= {"confidence_tables", "confidence_scatter", "confidence_venn",
-                                          "confidence_iou_figure"}
+                                          "confidence_iou_figure", "premises"}
 
 
 def test_extraction_settings_do_re_extract(small_workflow):
