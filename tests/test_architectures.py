@@ -52,6 +52,9 @@ def test_a_discovered_architecture_passes_the_cache_oracle(arch, tiny_model_dir,
     assert (adapter.arch.mlp_out is None) == (arch in MIXTURES_OF_EXPERTS)  # no single projection to read
     if adapter.arch.mlp_out is not None:  # the MLP output projection writes d_model
         assert adapter.mlp_out_rows(-1).shape[1] == adapter.d_model
+    else:
+        with pytest.raises(architectures.UnsupportedArchitecture, match="no single output projection"):
+            adapter.mlp_out(-1)
 
 
 def test_gemma_norm_offset_is_found_by_running_the_norm(tiny_model_dir):

@@ -98,11 +98,14 @@ class ModelAdapter:
     def mlp_out(self, layer: int = -1) -> torch.nn.Module:
         """The MLP's output projection of block ``layer`` (its input is the neuron
         activations)."""
-        if self.arch.mlp_out is None:
-            raise UnsupportedArchitecture(
-                f"model {self.name!r}: its MLP ({type(self.mlp(layer)).__name__}) has no single output projection "
-                f"(a mixture of experts?), which per-neuron analyses (confidence) need")
-        return _get(self.blocks[layer], self.arch.mlp_out)
+        try:
+            if self.arch.mlp_out is not None:
+                return _get(self.blocks[layer], self.arch.mlp_out)
+        except AttributeError:  # block `layer` is built otherwise than block 0 (dense and MoE blocks mixed)
+            pass
+        raise UnsupportedArchitecture(
+            f"model {self.name!r}: the MLP of block {layer} ({type(self.mlp(layer)).__name__}) has no single output "
+            f"projection (a mixture of experts?), which per-neuron analyses (confidence) need")
 
     def mlp_out_rows(self, layer: int = -1) -> torch.Tensor:
         """[d_mlp, d_model]: row i is what neuron i writes to the residual stream."""
