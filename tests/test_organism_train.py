@@ -259,6 +259,8 @@ def test_report_of_the_default_run_files_every_figure_by_perspective(default_run
 
     report = assert_report_holds_every_figure(default_run)
     categories = report["categories"]
-    assert set(categories) == {"Truthfulness", "Refusal", "Knowledge", "Confidence"}
+    # the organism's base model has no refusal direction and no model has outlying entropy
+    # neurons: the unmet premises come first
+    assert set(categories) == {"0. Premises not met", "Truthfulness", "Refusal", "Knowledge", "Confidence"}
     assert "organism-base ~ organism-sft" in categories["Truthfulness"]  # one group per model pair
     assert {"organism-base", "organism-sft", "organism-instruct"} <= set(categories["Confidence"])
