@@ -293,6 +293,16 @@ def test_datasets_large_enough_dry_run(sized):
     assert "truth_steer" in snakemake(sized, "--dry-run", config=_sized()).stdout
 
 
+def test_one_held_out_set_needs_a_training_pool_without_it(sized):
+    """The paper's protocol, one held-out set trained on the others, parses; a held-out set
+    that is the whole training pool fails naming truth.train_datasets."""
+    one = _sized(truth={"datasets": ["st"], "train_datasets": ["st2"], "steering": {"datasets": ["st"]}})
+    assert "truth_probes" in snakemake(sized, "--dry-run", config=one).stdout
+    text = dry_run_error(sized, _sized(truth={"datasets": ["st"], "train_datasets": ["st"],
+                                              "steering": {"datasets": ["st"]}}))
+    assert "truth.train_datasets: held out, dataset 'st' leaves no dataset to train the probes on" in text, text[-2000:]
+
+
 @pytest.mark.parametrize("changes,needles", [
     # 6 demonstrations need 3 true, 3 false and one statement left to steer: 6 rows are too few
     ({"truth__steering__n_demos": 6}, ["truth.steering.n_demos: dataset 'st' (6 rows after cleaning) is too small",

@@ -55,6 +55,33 @@ def test_mm_probe_on_the_same_direction_with_new_draws_generalises():
     assert probe.accuracy(x_test, y_test) < 0.7
 
 
+def _log_likelihood(coef, bias, x, y):
+    z = coef * x + bias
+    return float(np.sum(np.where(y == 1, -np.logaddexp(0, -z), -np.logaddexp(0, z))))
+
+
+def test_the_mm_fits_reach_the_same_optimum_unless_the_projection_is_huge():
+    """The optimal fit is scale-equivariant (coef x scale and the intercept do not move) and
+    no fit has a higher likelihood; the paper's fit (the raw projection) matches it at
+    ordinary scales and may stop short at huge ones, never above it."""
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(400), np.zeros(400)].astype(int)
+    z = np.r_[rng.normal(1, 1, 400), rng.normal(0, 1, 400)] + 3.0  # optimal intercept far from 0
+    c0, b0 = truth.MM_FITS["optimal"](z, y)
+    for scale in (1.0, 1e3, 1e5, 1e7):
+        x = scale * z
+        c, b = truth.MM_FITS["optimal"](x, y)
+        assert c * scale == pytest.approx(c0, rel=1e-4) and b == pytest.approx(b0, rel=1e-4)
+        cp, bp = truth.MM_FITS["paper"](x, y)
+        assert _log_likelihood(cp, bp, x, y) <= _log_likelihood(c, b, x, y) + 1e-3  # solver tolerance
+        if scale <= 1e3:
+            assert cp * scale == pytest.approx(c0, rel=1e-2) and bp == pytest.approx(b0, rel=1e-2)
+    probe = truth.fit_mm_probe(z[:, None] - z.mean(), y, fit="paper")
+    assert probe.kind == "mm" and probe.accuracy(z[:, None] - z.mean(), y) > 0.6
+    with pytest.raises(truth.TruthError, match="unknown MMProbe fit"):
+        truth.fit_mm_probe(z[:, None], y, fit="sloppy")
+
+
 def test_lr_probe_separates_gaussian_classes_whatever_the_scale():
     rng = np.random.default_rng(2)
     x, y, diff = gaussian_classes(rng, n=600, d=16, gap=4.0)

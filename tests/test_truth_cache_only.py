@@ -75,7 +75,7 @@ def test_cache_only_steps_load_no_model(caches, no_model_loading, tmp_path):
     names = list(datasets())
     out = tmp_path
     settings = {"datasets": names, "train_datasets": names, "cache_datasets": names, "probes": ["mm", "lr"],
-                "lr_probe": {"C": 1.0, "max_iter": 200}}
+                "lr_probe": {"C": 1.0, "max_iter": 200}, "mm_probe": {"fit": "optimal"}}
     for model in ("base", "post"):
         run_script("truth_probes.py", input={"caches": [paths[model, ds] for ds in names]},
                    output={"table": f"{out}/{model}/probes.tsv", "probes": f"{out}/{model}/probes.npz"},

@@ -41,8 +41,10 @@ def _truth_check():
                                     f"({', '.join(truth_datasets())}), so that its direction is trained without it")
     if TRUTH["direction_probe"] not in TRUTH["probes"]:
         raise WorkflowError(f"truth.direction_probe: {TRUTH['direction_probe']!r} is not one of truth.probes {TRUTH['probes']}")
-    if len(truth_datasets()) < 2:
-        raise WorkflowError("truth.datasets: leaving one dataset out needs at least two datasets")
+    for ds in truth_datasets():
+        if not [d for d in truth_train_datasets() if d != ds]:
+            raise WorkflowError(f"truth.train_datasets: held out, dataset {ds!r} leaves no dataset to train the "
+                                f"probes on ({', '.join(truth_train_datasets())}); add training datasets")
     for ds in truth_all_datasets():
         require_rows(ds, "truth.datasets", true=1, false=1, why="a truth probe trained or tested on it")
     if STEERING["enabled"]:
@@ -128,6 +130,7 @@ def truth_probe_settings(wildcards):
         "cache_datasets": truth_all_datasets(),
         "probes": TRUTH["probes"],
         "lr_probe": TRUTH["lr_probe"],
+        "mm_probe": TRUTH["mm_probe"],
     }
 
 

@@ -95,10 +95,32 @@ def _logistic_1d(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return c / s, b - c * m / s
 
 
-def fit_mm_probe(acts: np.ndarray, labels: np.ndarray) -> Probe:
-    """MMProbe on (already centred) ``acts`` [N, d]."""
+def _logistic_1d_paper(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """The paper's fit: scikit-learn's unregularised logistic regression, default solver and
+    iterations, on the raw projection ``x``. Its scale (1e3-1e6 for real models) leaves the
+    solver near its starting intercept of 0, so at weak layers the probe can call every
+    statement one label; ``_logistic_1d`` finds the optimum instead (METHODS.md §4.3)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(**_UNREGULARISED)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        lr.fit(x[:, None], y)
+    return float(lr.coef_[0, 0]), float(lr.intercept_[0])
+
+
+MM_FITS = {"optimal": _logistic_1d, "paper": _logistic_1d_paper}
+
+
+def fit_mm_probe(acts: np.ndarray, labels: np.ndarray, fit: str = "optimal") -> Probe:
+    """MMProbe on (already centred) ``acts`` [N, d]: direction theta = mu_true - mu_false,
+    then a 1-D logistic fit of the labels on ``acts @ theta`` (``fit``: ``optimal``, on the
+    standardised projection, or ``paper``, on the raw one as the paper's code does)."""
+    if fit not in MM_FITS:
+        raise TruthError(f"unknown MMProbe fit {fit!r} (known: {', '.join(MM_FITS)})")
     theta = mean_difference(acts, labels)
-    coef, intercept = _logistic_1d(acts @ theta, np.asarray(labels))
+    coef, intercept = MM_FITS[fit](acts @ theta, np.asarray(labels))
     return Probe("mm", theta, coef * theta, intercept)
 
 
@@ -124,9 +146,10 @@ def fit_lr_probe(acts: np.ndarray, labels: np.ndarray, C: float = 1.0, max_iter:
     return Probe("lr", w.copy(), w, float(lr.intercept_[0]))
 
 
-def fit_probe(kind: str, acts: np.ndarray, labels: np.ndarray, lr_settings: Mapping | None = None) -> Probe:
+def fit_probe(kind: str, acts: np.ndarray, labels: np.ndarray, lr_settings: Mapping | None = None,
+              mm_settings: Mapping | None = None) -> Probe:
     if kind == "mm":
-        return fit_mm_probe(acts, labels)
+        return fit_mm_probe(acts, labels, **(mm_settings or {}))
     if kind == "lr":
         return fit_lr_probe(acts, labels, **(lr_settings or {}))
     raise TruthError(f"unknown probe kind {kind!r} (known: {', '.join(PROBE_KINDS)})")
@@ -228,6 +251,7 @@ def probe_sweep(
     lr_settings: Mapping | None = None,
     n_layers: int = -1,
     log: Callable[[str], None] = lambda s: None,
+    mm_settings: Mapping | None = None,
 ) -> tuple[pd.DataFrame, ProbeSet]:
     """Train every probe kind on each split's training datasets and score it on the
     held-out one, at every residual index.
@@ -247,7 +271,7 @@ def probe_sweep(
             y = np.concatenate([labels[d] for d in train])
             md.append(mean_difference(x, y))
             for kind in kinds:
-                probe = fit_probe(kind, x, y, lr_settings)
+                probe = fit_probe(kind, x, y, lr_settings, mm_settings)
                 per[kind][0].append(probe.direction)
                 per[kind][1].append(probe.weight)
                 per[kind][2].append(probe.bias)
@@ -428,6 +452,7 @@ def cache_labels(caches: Mapping) -> dict[str, np.ndarray]:
 
 def sweep_caches(paths: Mapping[str, str], datasets: Sequence[str], *, train_datasets: Sequence[str] | None = None,
                  model: str | None = None, kinds: Sequence[str] = ("mm",), lr_settings: Mapping | None = None,
+                 mm_settings: Mapping | None = None,
                  log: Callable[[str], None] = lambda s: None) -> tuple[pd.DataFrame, ProbeSet]:
     """``probe_sweep`` over the statement caches at ``paths`` (dataset -> file, checked to be
     ``model``'s): every residual index they share, each of ``datasets`` held out in turn
@@ -439,7 +464,7 @@ def sweep_caches(paths: Mapping[str, str], datasets: Sequence[str], *, train_dat
         splits = heldout_splits(datasets, train_datasets)
         log(f"{model or 'model'}: probes {list(kinds)} at k={ks}, {len(splits)} held-out datasets")
         return probe_sweep(centred_layers(caches, ks), cache_labels(caches), splits, kinds=kinds,
-                           lr_settings=lr_settings, n_layers=n_layers, log=log)
+                           lr_settings=lr_settings, mm_settings=mm_settings, n_layers=n_layers, log=log)
     finally:
         for c in caches.values():
             c.close()
