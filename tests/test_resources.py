@@ -173,10 +173,8 @@ def switched_off_stages() -> dict:
             if "enabled" in (spec.get("properties") or {})}
 
 
-@pytest.mark.workflow
-def test_extract_jobs_declare_model_resources(tmp_path, tiny_models, monkeypatch):
-    """The dry run's extract jobs carry the resources computed from their model: no GPU on
-    a machine without one, one where CUDA_VISIBLE_DEVICES shows two (resources.gpu: auto)."""
+def _one_model_workflow(tmp_path, tiny_models, **extra) -> tuple:
+    """A workflow copy with one tiny Llama and one statement, every analysis switched off."""
     wd = copy_workflow(tmp_path / "wf")
     shutil.copytree(tiny_models["llama"], wd / "models" / "a")
     (wd / "st.csv").write_text("statement,label\nthe city of paris is in france .,1\n")
@@ -184,8 +182,17 @@ def test_extract_jobs_declare_model_resources(tmp_path, tiny_models, monkeypatch
         "models": {"a": {"path": "models/a", "family": "f", "role": "base"}},
         "datasets": {"st": {"path": "st.csv", "kind": "statements"}},
         "prompt_sets": {"statements": {"kind": "statements", "positions": "last", "datasets": ["st"]}},
+        **extra,
         **switched_off_stages(),
     }
+    return wd, config
+
+
+@pytest.mark.workflow
+def test_extract_jobs_declare_model_resources(tmp_path, tiny_models, monkeypatch):
+    """The dry run's extract jobs carry the resources computed from their model: no GPU on
+    a machine without one, one where CUDA_VISIBLE_DEVICES shows two (resources.gpu: auto)."""
+    wd, config = _one_model_workflow(tmp_path, tiny_models)
     size = ptres.model_size(str(wd / "models" / "a"))
     for visible in ("", "0,1"):
         expected = ptres.job_resources({}, size, ptres.settings(None), use_gpu=bool(visible))
@@ -204,16 +211,8 @@ def test_extract_jobs_declare_model_resources(tmp_path, tiny_models, monkeypatch
 def test_model_jobs_declare_threads(tmp_path, tiny_models):
     """Jobs that load a model big enough (here: every model, threads_min_parameters 0) get
     resources.threads, lowered to --cores; what Snakemake gives them reaches torch."""
-    wd = copy_workflow(tmp_path / "wf")
-    shutil.copytree(tiny_models["llama"], wd / "models" / "a")
-    (wd / "st.csv").write_text("statement,label\nthe city of paris is in france .,1\n")
-    config = {
-        "models": {"a": {"path": "models/a", "family": "f", "role": "base"}},
-        "datasets": {"st": {"path": "st.csv", "kind": "statements"}},
-        "prompt_sets": {"statements": {"kind": "statements", "positions": "last", "datasets": ["st"]}},
-        "resources": {"threads": 2, "threads_min_parameters": 0},
-        **switched_off_stages(),
-    }
+    wd, config = _one_model_workflow(tmp_path, tiny_models,
+                                     resources={"threads": 2, "threads_min_parameters": 0})
     target = "results/activations/a/statements/st.h5"
     for cores, expected in ((1, 1), (3, 2)):
         out = snakemake(wd, "--dry-run", "--cores", str(cores), target, config=config)

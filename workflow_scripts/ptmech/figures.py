@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from . import premises  # noqa: E402
 from .io import atomic_path  # noqa: E402
 
 DPI = 150
@@ -32,15 +33,9 @@ def save(fig, path: str | os.PathLike, notes: Iterable[str] = ()) -> None:
     plt.close(fig)
 
 
-def table_notes(table, keys: Sequence[str] = (), column: str = "premise") -> list[str]:
+def table_notes(table, keys: Sequence[str] = ()) -> list[str]:
     """The distinct unmet premises in a table's ``premise`` column (none if it has none),
     each after the rows it applies to when ``keys`` names the columns that say which
     (e.g. ``source``, ``target``: "a → b, b → a: ...")."""
-    if column not in table:
-        return []
-    rows = table[table[column].fillna("").astype(str) != ""]
-    notes = []
-    for premise, group in rows.groupby(column, sort=False):
-        which = group[list(keys)].drop_duplicates().astype(str).agg(" → ".join, axis=1).tolist() if keys else []
-        notes.append(f"{', '.join(which)}: {premise}" if which else premise)
-    return notes
+    return [f"{', '.join(which)}: {premise}" if which else premise
+            for premise, which in premises.by_reason(table, keys, sep=" → ")]

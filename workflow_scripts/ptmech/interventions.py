@@ -165,7 +165,12 @@ def activation_addition(adapter: ModelAdapter, vector: torch.Tensor, k: int,
     """Add ``vector`` [d_model] at ``sites`` of block ``k`` (residual index k = the block's
     input, the paper's refusal "resid_pre layer k"). With all three sites the residual
     after the block moves by 3 x vector, as in the paper's code (METHODS.md 5.4)."""
+    check_block_input(adapter, k)
+    return site_registrations(adapter, k, sites, add_vector(vector))
+
+
+def check_block_input(adapter: ModelAdapter, k: int) -> None:
+    """Activation addition happens at a block's input: residual index k in 0..L-1."""
     if not 0 <= k < adapter.n_layers:
         raise ValueError(f"activation addition needs a block input, residual index k in "
                          f"0..{adapter.n_layers - 1}, got k={k}")
-    return site_registrations(adapter, k, sites, add_vector(vector))

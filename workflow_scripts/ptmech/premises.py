@@ -106,15 +106,19 @@ def entropy_premise(logit_var: np.ndarray, selected: Sequence[int], max_z: float
 PREMISE_TABLE_COLUMNS = ["stage", "table", "rows", "premise"]
 
 
+def by_reason(frame: pd.DataFrame, keys: Sequence[str], sep: str = " / ") -> list[tuple[str, list[str]]]:
+    """Each distinct unmet premise of ``frame`` (its ``premise`` column; none without one)
+    with the rows it applies to, each named by its ``keys`` columns joined with ``sep``."""
+    if COLUMN not in frame or frame.empty:
+        return []
+    bad = frame[frame[COLUMN].fillna("").astype(str) != ""]
+    return [(premise, group[list(keys)].drop_duplicates().astype(str).agg(sep.join, axis=1).tolist() if keys else [])
+            for premise, group in bad.groupby(COLUMN, sort=False)]
+
+
 def unmet(tables: dict[str, tuple[str, pd.DataFrame, Sequence[str]]]) -> pd.DataFrame:
     """One row per distinct unmet premise of each table: ``tables`` maps a table's name
     to (stage, frame with a ``premise`` column, the key columns that say which rows)."""
-    rows = []
-    for name, (stage, frame, keys) in tables.items():
-        if COLUMN not in frame or frame.empty:
-            continue
-        bad = frame[frame[COLUMN].fillna("") != ""]
-        for premise, group in bad.groupby(COLUMN, sort=False):
-            which = group[list(keys)].drop_duplicates().astype(str).agg(" / ".join, axis=1)
-            rows.append({"stage": stage, "table": name, "rows": ", ".join(which), "premise": premise})
+    rows = [{"stage": stage, "table": name, "rows": ", ".join(which), "premise": premise}
+            for name, (stage, frame, keys) in tables.items() for premise, which in by_reason(frame, keys)]
     return pd.DataFrame(rows, columns=PREMISE_TABLE_COLUMNS)

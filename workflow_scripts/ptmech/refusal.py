@@ -34,8 +34,8 @@ from .adapter import ModelAdapter
 from .data import SPLITS, instruction_splits  # noqa: F401 (the splits are data; re-exported)
 from .forward import batch_last_logits, last_logits
 from .generation import greedy, greedy_batch
-from .interventions import (SITES, ablate_rows, activation_addition, add_rows, directional_ablation,
-                            site_registrations)
+from .interventions import (SITES, ablate_rows, activation_addition, add_rows, check_block_input,
+                            directional_ablation, site_registrations)
 from .prompts import render
 from .progress import Progress
 from .residual import hooked
@@ -232,9 +232,7 @@ def score_candidates(adapter: ModelAdapter, candidates: Candidates, cells: Seque
     scores; the baseline scores are in ``frame.attrs``."""
     cells = [(int(k), int(p)) for k, p in cells]
     for k, _ in cells:
-        if not 0 <= k < adapter.n_layers:
-            raise ValueError(f"activation addition needs a block input, residual index k in "
-                             f"0..{adapter.n_layers - 1}, got k={k}")
+        check_block_input(adapter, k)
     diffs = [candidates.direction(k, p) for k, p in cells]
     norms = [float(np.linalg.norm(d)) for d in diffs]
     dirs = torch.stack([unit(d) for d in diffs]) if cells else torch.zeros((0, adapter.d_model))
