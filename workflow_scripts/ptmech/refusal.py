@@ -8,11 +8,11 @@
   under activation addition (harmless validation prompts), discard candidates whose
   ablation moves the harmless next-token distribution by more than a KL threshold or that
   sit in the last fraction of layers, and keep the best (``score_candidates``,
-  ``select_direction``). Refusal is measured by Arditi et al.'s log-odds of the refusal
-  tokens at the first generated position (default: one forward pass per batch, every
-  candidate batched together, generation only for the chosen direction), or by the
-  refusal rate of short greedy generations of every candidate (``score: generation``; it
-  sees past a first token that refusal and compliance share).
+  ``select_direction``). Every candidate is scored in shared batches (each row its own
+  direction). Refusal is measured by the refusal rate of short greedy generations (default),
+  or by Arditi et al.'s log-odds of the refusal tokens at the first generated position
+  (``score: logit``, generating only for the chosen direction); the second is blind when
+  refusal and compliance share a first token (the organism's "I cannot" and "I ...").
 * **Steering**: greedy generation with the direction ablated everywhere (harmful prompts) or
   added at one layer (harmless prompts), scored by the paper's refusal prefixes and by a
   logit-based refusal score at the first generated position (``steer``).
