@@ -36,6 +36,22 @@ def _get(module: torch.nn.Module, dotted: str) -> Any:
     return module
 
 
+def _kv_cache_name() -> str:
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    return "cache" if "cache" in getattr(CausalLMOutputWithPast, "__dataclass_fields__", {}) else "past_key_values"
+
+
+# transformers renamed the key/value cache argument and output field past_key_values to cache
+# (the old name warns and is to go in 5.40); pyproject allows releases from before the rename
+KV_CACHE = _kv_cache_name()
+
+
+def kv_cache(out):
+    """The key/value cache of a forward pass's output, under either name."""
+    return getattr(out, KV_CACHE)
+
+
 def block_output(output: Any) -> torch.Tensor:
     """The residual-stream tensor of a decoder block's output: a bare tensor in
     transformers 5, the first element of a tuple in older releases."""

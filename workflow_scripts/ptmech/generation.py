@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .adapter import ModelAdapter
+from .adapter import KV_CACHE, ModelAdapter, kv_cache
 from .progress import Progress
 from .residual import left_pad
 
@@ -75,7 +75,7 @@ def greedy_batch(adapter: ModelAdapter, ids: Sequence[Sequence[int]], *, max_new
 def _cached(model, input_ids, mask, pos, steps):
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
     logits = out.logits[:, -1]
-    first, past = logits, out.past_key_values
+    first, past = logits, kv_cache(out)
     new = []
     for t in range(steps):
         nxt = logits.argmax(-1)
@@ -84,9 +84,9 @@ def _cached(model, input_ids, mask, pos, steps):
             break
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         pos = pos[:, -1:] + 1
-        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, past_key_values=past,
+        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, **{KV_CACHE: past},
                     use_cache=True, logits_to_keep=1)
-        logits, past = out.logits[:, -1], out.past_key_values
+        logits, past = out.logits[:, -1], kv_cache(out)
     return torch.stack(new, dim=1), first
 
 

@@ -37,7 +37,7 @@ import h5py
 import numpy as np
 import torch
 
-from .adapter import LAYER_CONVENTION, ModelAdapter, block_output
+from .adapter import KV_CACHE, LAYER_CONVENTION, ModelAdapter, block_output, kv_cache
 from .cache import attr_value
 from .fewshot import answer_token_ids
 from .forward import last_logits
@@ -191,7 +191,7 @@ def clean_run(adapter: ModelAdapter, ids: torch.Tensor, n_positions: int):
     with hooked(regs):
         out = adapter.model(input_ids=ids, use_cache=True, logits_to_keep=1)
     # blocks can be skipped only where a block's output is a bare tensor (transformers 5)
-    return out.past_key_values, (outputs if plain else None), out.logits[:, -1]
+    return kv_cache(out), (outputs if plain else None), out.logits[:, -1]
 
 
 @torch.inference_mode()
@@ -233,7 +233,7 @@ def patch_grid(adapter: ModelAdapter, false_ids: Sequence[int], source_acts: tor
             prefix = copy.deepcopy(cache)
             prefix.crop(start - S)  # negative: drop the last S - start tokens
             prefix.batch_repeat_interleave(n)
-            kwargs = {"past_key_values": prefix, "use_cache": True}
+            kwargs = {KV_CACHE: prefix, "use_cache": True}
         skipped = [o[:, j0:].expand(n, -1, -1) for o in clean_outputs[:l0]] if clean_outputs else []
         regs = []
         for l in sorted({l for _, l in chunk}):
