@@ -36,6 +36,8 @@ def test_lock_pins_every_requirement_of_pyproject_within_its_range():
     pins = lock()
     for req in pyproject_requirements():
         name = canonicalize_name(req.name)
+        if name == "ptmech":  # an extra that pulls in another of ptmech's own extras
+            continue
         assert name in pins, f"constraints.txt does not pin {req.name} (required by pyproject.toml)"
         assert req.specifier.contains(pins[name], prereleases=True), \
             f"constraints.txt pins {req.name}=={pins[name]}, outside pyproject's {req.specifier}"

@@ -223,6 +223,41 @@ def check_model(name: str, spec: dict, prompt_sets: dict) -> None:
                               f"whose residual stream has k = 0..{n} ({n} blocks)")
 
 
+def check_gguf(name: str, spec: dict) -> None:
+    """A ``models.<m>.gguf`` source: a GGUF file that exists, of an architecture transformers
+    converts and ptmech reads, the conversion's packages installed, and ``path`` a folder
+    this workflow writes."""
+    import importlib.util
+
+    key, file = f"models.{name}.gguf", spec["gguf"]
+    if not spec["path"].startswith(WORKFLOW_OUTPUTS):
+        raise ConfigError(f"models.{name}.path: {spec['path']!r} must be a folder under {WORKFLOW_OUTPUTS} "
+                          f"(rule model_from_gguf writes the converted model there), e.g. "
+                          f"{WORKFLOW_OUTPUTS}models/{name}")
+    missing = [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"{key}: converting a GGUF file needs the {' and '.join(missing)} package"
+                          f"{'s' if len(missing) > 1 else ''}: pip install \".[gguf]\" -c constraints.txt")
+    if not Path(file).is_file():
+        raise ConfigError(f"{key}: GGUF file {file!r} does not exist")
+    from .gguf import GGUFError, read_architecture, supported_architectures
+
+    try:
+        arch = read_architecture(file)
+    except (GGUFError, OSError) as e:
+        raise ConfigError(f"{key}: {e}") from None
+    if arch not in supported_architectures():
+        raise ConfigError(f"{key}: {file!r} holds a {arch!r} model, which transformers' GGUF loader does not "
+                          f"convert (it converts {', '.join(sorted(supported_architectures()))})")
+    if arch in ("t5", "umt5", "mamba"):
+        raise ConfigError(f"{key}: {file!r} holds a {arch!r} model; ptmech reads decoder-only transformers")
+
+
+def gguf_folders(config: dict) -> dict[str, str]:
+    """Folder -> model name of every model converted from a GGUF file."""
+    return {str(Path(spec["path"])): name for name, spec in config["models"].items() if "gguf" in spec}
+
+
 def is_local_dataset(spec: dict) -> bool:
     """A dataset read from a file the user gives (not one this workflow makes, nor the hub)."""
     return bool(spec.get("path")) and not spec["path"].startswith(WORKFLOW_OUTPUTS)
@@ -252,6 +287,8 @@ def check(config: dict, dry_run: bool = False, warn=print, read_data: bool = Tru
     models, datasets = config["models"], config["datasets"]
     for name, spec in models.items():
         path, key = spec["path"], f"models.{name}.path"
+        if "gguf" in spec:
+            check_gguf(name, spec)  # then its folder, once rule model_from_gguf has made it
         if is_local_path(path) and not path.startswith(WORKFLOW_OUTPUTS) and not Path(path).is_dir():
             raise ConfigError(f"{key}: local model folder {path!r} does not exist")
         if not is_local_path(path):
