@@ -9,6 +9,13 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _usual(mode: int) -> int:
+    """``mode`` as the process's umask leaves it (what open() and mkdir() would give)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``
@@ -19,9 +26,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs get the usual mode
+    os.chmod(tmp, _usual(0o666))  # mkstemp makes 0600 files; outputs get the usual mode
     tmp = Path(tmp)
     try:
         yield tmp
@@ -41,9 +46,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     for stale in path.parent.glob(f".{path.name}.*.partial"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700 folders
+    os.chmod(tmp, _usual(0o777))  # mkdtemp makes 0700 folders
     try:
         yield tmp
         if path.exists():
