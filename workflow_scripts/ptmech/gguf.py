@@ -112,8 +112,9 @@ def convert(gguf_file: str | Path, out: str | Path, name: str = "") -> dict:
     folder, filename = str(gguf_file.parent), gguf_file.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
-        # dequantize: every weight unpacked into a plain float module (transformers would keep
-        # some architectures' weights in GGUF blocks, which save_pretrained cannot write)
+        # dequantize: every weight unpacked into a plain float module and no quantizer left on
+        # the model (without it, save_pretrained refuses a model loaded from GGUF, and some
+        # architectures would keep their weights in GGUF blocks)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32,
                                                      quantization_config=GgufConfig(dequantize=True))
     except (ValueError, KeyError, NotImplementedError) as e:  # an architecture or tensor type it lacks
