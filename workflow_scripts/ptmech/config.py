@@ -246,9 +246,10 @@ def check_gguf(name: str, spec: dict) -> None:
         arch = read_architecture(file)
     except (GGUFError, OSError) as e:
         raise ConfigError(f"{key}: {e}") from None
-    if arch not in supported_architectures():
+    convertible = supported_architectures()
+    if arch not in convertible:
         raise ConfigError(f"{key}: {file!r} holds a {arch!r} model, which transformers' GGUF loader does not "
-                          f"convert (it converts {', '.join(sorted(supported_architectures()))})")
+                          f"convert (it converts {', '.join(sorted(convertible))})")
     if arch in ("t5", "umt5", "mamba"):
         raise ConfigError(f"{key}: {file!r} holds a {arch!r} model; ptmech reads decoder-only transformers")
 

