@@ -1,4 +1,4 @@
-"""Time and peak memory of the chunked LogitVar (ptmech.confidence.logit_var) at a real
+"""Time and peak memory of the chunked LogitVar (ptmech.confidence.neurons.logit_var) at a real
 model's shape, with random weights: d_mlp x d_model output rows, V x d_model unembedding.
 
     python benchmarks/confidence_logit_var.py --d-mlp 14336 --d-model 4096 --vocab 16384 \
@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow_scripts"))
-from ptmech.confidence import logit_var  # noqa: E402
+from ptmech.confidence.neurons import logit_var  # noqa: E402
 
 
 def main() -> None:

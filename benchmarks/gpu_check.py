@@ -10,10 +10,10 @@ Steps, each in bf16 and float32 from the same weights:
 1. extraction (``cache.extract``, every residual index, float32 storage) of the organism's
    statements: relative error of bf16 against float32, and prompts/s against a bare forward
    pass of the backbone over the same batches (the floor: no hooks, no output layer);
-2. knowledge patching (``patching.patch_grid``) of the organism's city pairs: the grid's
+2. knowledge patching (``knowledge.patching.patch_grid``) of the organism's city pairs: the grid's
    largest bf16 - float32 difference relative to the spread of the float32 grid, and the
    batched grid's speed-up over one forward pass per cell (``patch_grid_loop``);
-3. truth steering (``truth_steering.p_true_false``) with a random direction: the largest
+3. truth steering (``truth.steering.p_true_false``) with a random direction: the largest
    difference of P(TRUE) - P(FALSE);
 4. refusal generation (``generation.greedy``) with a random direction ablated
    (``interventions.directional_ablation``): agreement of the first generated token and of
@@ -44,12 +44,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from ptmech import cache, generation, interventions, patching, residual  # noqa: E402
-from ptmech import truth_steering as st  # noqa: E402
+from ptmech import cache, generation, interventions, residual  # noqa: E402
 from ptmech.adapter import ModelAdapter, prepare_tokenizer  # noqa: E402
+from ptmech.knowledge import patching  # noqa: E402
+from ptmech.knowledge.pairs import build_pairs, skeletons_for  # noqa: E402
 from ptmech.organism.tokenizer import build_tokenizer  # noqa: E402
 from ptmech.organism.world import build_world, instruction_datasets, statement_datasets  # noqa: E402
-from ptmech.statement_pairs import build_pairs, skeletons_for  # noqa: E402
+from ptmech.truth import steering as st  # noqa: E402
 
 SIZES = {  # TinyLlama-1.1B's shape; the tiny one for --dry
     "1b": dict(hidden_size=2048, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,

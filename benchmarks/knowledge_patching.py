@@ -1,4 +1,4 @@
-"""Benchmark: the batched patching grid (``ptmech.patching.patch_grid``) against one forward
+"""Benchmark: the batched patching grid (``ptmech.knowledge.patching.patch_grid``) against one forward
 pass per (block, position) cell (``patch_grid_loop``, the paper's way), on the CPU.
 
 Models: the organism's base model (results/models/organism-base when it has been trained,
@@ -30,11 +30,11 @@ sys.path.insert(0, str(REPO / "workflow_scripts"))
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from ptmech import patching  # noqa: E402
 from ptmech.adapter import ModelAdapter, load_model, prepare_tokenizer  # noqa: E402
+from ptmech.knowledge import patching  # noqa: E402
+from ptmech.knowledge.pairs import build_pairs, skeletons_for  # noqa: E402
 from ptmech.organism.tokenizer import build_tokenizer  # noqa: E402
 from ptmech.organism.world import build_world, statement_datasets  # noqa: E402
-from ptmech.statement_pairs import build_pairs, skeletons_for  # noqa: E402
 
 GPT2_SMALL_LLAMA = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=12,
                         intermediate_size=3072, max_position_embeddings=512)

@@ -1,4 +1,4 @@
-"""Benchmark: the automatic refusal-direction search (``ptmech.refusal.search_direction``),
+"""Benchmark: the automatic refusal-direction search (``ptmech.refusal.directions.search_direction``),
 timed per model and scoring, with what it chose.
 
 Models:
@@ -56,8 +56,9 @@ def settings() -> dict:
 
 def organism_models(results: Path):
     """(name, adapter, candidates, harmful table, harmless table, n_val, cells) per trio model."""
-    from ptmech import data, refusal as rf
+    from ptmech import data
     from ptmech.adapter import load_model
+    from ptmech.refusal import directions as rf
 
     roles = {"organism-base": "base", "organism-sft": "sft", "organism-instruct": "instruct"}
     for name, role in roles.items():
@@ -73,8 +74,9 @@ def random_model(results: Path):
     import torch
     import transformers
 
-    from ptmech import data, refusal as rf
+    from ptmech import data
     from ptmech.adapter import ModelAdapter, prepare_tokenizer
+    from ptmech.refusal import directions as rf
 
     torch.manual_seed(0)
     tok = transformers.AutoTokenizer.from_pretrained(results / "models" / "organism-instruct")
@@ -91,7 +93,7 @@ def random_model(results: Path):
 
 
 def run(name, adapter, candidates, harmful, harmless, n_val, layers, score: str) -> dict:
-    from ptmech import refusal as rf
+    from ptmech.refusal import directions as rf
 
     s = settings()
     n_val = n_val or s["n_val"]

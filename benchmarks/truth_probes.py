@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow_scripts"))
-from ptmech import truth  # noqa: E402
+from ptmech.truth import probes as truth  # noqa: E402
 
 SIZES = {"organism": (2500, 64), "7b": (8000, 4096)}
 

@@ -22,4 +22,4 @@ rule extract:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/extract.py"
+        "../workflow_scripts/activations/extract.py"

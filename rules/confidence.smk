@@ -28,7 +28,7 @@ rule confidence_neurons:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/confidence_neurons.py"
+        "../workflow_scripts/confidence/neurons.py"
 
 
 rule confidence_ablation:
@@ -55,7 +55,7 @@ rule confidence_ablation:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/confidence_ablation.py"
+        "../workflow_scripts/confidence/ablation.py"
 
 
 rule confidence_tables:
@@ -77,7 +77,7 @@ rule confidence_tables:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/confidence_tables.py"
+        "../workflow_scripts/confidence/tables.py"
 
 
 rule confidence_ablation_table:
@@ -93,7 +93,7 @@ rule confidence_ablation_table:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/confidence_ablation_table.py"
+        "../workflow_scripts/confidence/ablation_table.py"
 
 
 rule confidence_scatter:
@@ -115,7 +115,7 @@ rule confidence_scatter:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/confidence_scatter.py"
+        "../workflow_scripts/confidence/scatter.py"
 
 
 rule confidence_venn:
@@ -139,7 +139,7 @@ rule confidence_venn:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/confidence_venn.py"
+        "../workflow_scripts/confidence/venn.py"
 
 
 rule confidence_iou_figure:
@@ -164,7 +164,7 @@ rule confidence_iou_figure:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/confidence_iou_figure.py"
+        "../workflow_scripts/confidence/iou_figure.py"
 
 
 rule confidence_ablation_figure:
@@ -188,4 +188,4 @@ rule confidence_ablation_figure:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/confidence_ablation_figure.py"
+        "../workflow_scripts/confidence/ablation_figure.py"

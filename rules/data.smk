@@ -11,7 +11,7 @@ rule dataset:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/dataset.py"
+        "../workflow_scripts/data/dataset.py"
 
 
 localrules:

@@ -29,7 +29,7 @@ rule knowledge_pairs:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/knowledge_pairs.py"
+        "../workflow_scripts/knowledge/pairs.py"
 
 
 # --- live rules: need the model's weights --------------------------------------------------
@@ -59,7 +59,7 @@ rule knowledge_sources:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/knowledge_sources.py"
+        "../workflow_scripts/knowledge/sources.py"
 
 
 rule knowledge_patch:
@@ -88,7 +88,7 @@ rule knowledge_patch:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/knowledge_patch.py"
+        "../workflow_scripts/knowledge/patch.py"
 
 
 # --- aggregates and figures (cheap; rerun when anything they gather changes) -------------
@@ -113,7 +113,7 @@ rule knowledge_tables:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/knowledge_tables.py"
+        "../workflow_scripts/knowledge/tables.py"
 
 
 rule knowledge_figures:
@@ -148,4 +148,4 @@ rule knowledge_figures:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/knowledge_figures.py"
+        "../workflow_scripts/knowledge/figures.py"

@@ -28,4 +28,4 @@ rule model_from_gguf:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/model_from_gguf.py"
+        "../workflow_scripts/models/from_gguf.py"

@@ -28,7 +28,7 @@ rule organism_world:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/organism_world.py"
+        "../workflow_scripts/organism/world.py"
 
 
 rule organism_base:
@@ -54,7 +54,7 @@ rule organism_base:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/organism_train.py"
+        "../workflow_scripts/organism/train.py"
 
 
 rule organism_sft:
@@ -79,7 +79,7 @@ rule organism_sft:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/organism_train.py"
+        "../workflow_scripts/organism/train.py"
 
 
 rule organism_instruct:
@@ -104,7 +104,7 @@ rule organism_instruct:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/organism_train.py"
+        "../workflow_scripts/organism/train.py"
 
 
 rule organism_check:
@@ -127,7 +127,7 @@ rule organism_check:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/organism_check.py"
+        "../workflow_scripts/organism/check.py"
 
 
 rule organism_checks_table:
@@ -141,7 +141,7 @@ rule organism_checks_table:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/organism_checks_table.py"
+        "../workflow_scripts/organism/checks_table.py"
 
 
 rule organism_floors:
@@ -160,4 +160,4 @@ rule organism_floors:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/organism_floors.py"
+        "../workflow_scripts/organism/floors.py"

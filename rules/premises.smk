@@ -22,4 +22,4 @@ rule premises:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/premises_table.py"
+        "../workflow_scripts/premises/table.py"

@@ -30,7 +30,7 @@ rule refusal_candidates:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/refusal_candidates.py"
+        "../workflow_scripts/refusal/candidates.py"
 
 
 # --- live rules: need the model's weights --------------------------------------------------
@@ -61,7 +61,7 @@ rule refusal_select:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/refusal_select.py"
+        "../workflow_scripts/refusal/selection.py"
 
 
 rule refusal_baseline:
@@ -87,7 +87,7 @@ rule refusal_baseline:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/refusal_steer.py"
+        "../workflow_scripts/refusal/steer.py"
 
 
 rule refusal_steer:
@@ -116,7 +116,7 @@ rule refusal_steer:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/refusal_steer.py"
+        "../workflow_scripts/refusal/steer.py"
 
 
 # --- aggregates and figures (cheap; rerun when anything they gather changes) -------------
@@ -140,7 +140,7 @@ rule refusal_tables:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/refusal_tables.py"
+        "../workflow_scripts/refusal/tables.py"
 
 
 rule refusal_scores_figure:
@@ -162,7 +162,7 @@ rule refusal_scores_figure:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/refusal_figures.py"
+        "../workflow_scripts/refusal/figures.py"
 
 
 rule refusal_cosine_figure:
@@ -184,7 +184,7 @@ rule refusal_cosine_figure:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/refusal_figures.py"
+        "../workflow_scripts/refusal/figures.py"
 
 
 rule refusal_pca:
@@ -206,4 +206,4 @@ rule refusal_pca:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/refusal_pca.py"
+        "../workflow_scripts/refusal/pca.py"

@@ -30,7 +30,7 @@ rule truth_probes:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/truth_probes.py"
+        "../workflow_scripts/truth/probes.py"
 
 
 rule truth_layers:
@@ -49,7 +49,7 @@ rule truth_layers:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/truth_layers.py"
+        "../workflow_scripts/truth/layers.py"
 
 
 rule truth_transfer:
@@ -72,7 +72,7 @@ rule truth_transfer:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/truth_transfer.py"
+        "../workflow_scripts/truth/transfer.py"
 
 
 rule truth_pca:
@@ -98,7 +98,7 @@ rule truth_pca:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/truth_pca.py"
+        "../workflow_scripts/truth/pca.py"
 
 
 # --- live rule: needs the target model's weights -----------------------------------------
@@ -131,7 +131,7 @@ rule truth_steer:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/truth_steer.py"
+        "../workflow_scripts/truth/steer.py"
 
 
 # --- aggregates and figures (cheap; rerun when anything they gather changes) -------------
@@ -155,7 +155,7 @@ rule truth_tables:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/truth_tables.py"
+        "../workflow_scripts/truth/tables.py"
 
 
 rule truth_steering_table:
@@ -172,7 +172,7 @@ rule truth_steering_table:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/truth_steering_table.py"
+        "../workflow_scripts/truth/steering_table.py"
 
 
 rule truth_accuracy_figure:
@@ -195,7 +195,7 @@ rule truth_accuracy_figure:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/truth_figures.py"
+        "../workflow_scripts/truth/figures.py"
 
 
 rule truth_cosine_figure:
@@ -218,7 +218,7 @@ rule truth_cosine_figure:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/truth_figures.py"
+        "../workflow_scripts/truth/figures.py"
 
 
 rule truth_transfer_figure:
@@ -242,7 +242,7 @@ rule truth_transfer_figure:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/truth_figures.py"
+        "../workflow_scripts/truth/figures.py"
 
 
 rule truth_steering_figure:
@@ -264,4 +264,4 @@ rule truth_steering_figure:
     conda:
         "../envs/ptmech.yaml"
     script:
-        "../workflow_scripts/truth_figures.py"
+        "../workflow_scripts/truth/figures.py"

@@ -369,7 +369,8 @@ def test_a_prompt_longer_than_the_models_context_fails_before_the_cache_is_writt
 @pytest.mark.parametrize("setting", ["steering", "knowledge"])
 def test_too_few_demonstrations_in_a_generated_dataset_name_dataset_and_setting(setting):
     """Datasets a rule makes are sized by the job that reads them, which names both."""
-    from ptmech import statement_pairs, truth_steering
+    from ptmech.knowledge import pairs as statement_pairs
+    from ptmech.truth import steering as truth_steering
 
     table = pd.DataFrame({"statement": ["The city of A is in X.", "The city of B is in X.", "The city of C is in Y."],
                           "label": [1, 0, 0]})  # one pair (same last word) and no other true statement

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from conftest import ARCHS, DISCOVERED, MIXTURES_OF_EXPERTS, SENTENCES, save_tiny_model
-from ptmech import confidence as cf
 from ptmech.adapter import block_output, load_model
+from ptmech.confidence import neurons as cf
 from ptmech.residual import hooked
 
 # one architecture per MLP / norm kind: gated down_proj + RMSNorm, GPT-2 Conv1D + LayerNorm

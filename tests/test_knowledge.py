@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from conftest import ARCHS, DISCOVERED, make_tokenizer
-from ptmech import heatmaps, patching
 from ptmech.adapter import load_model
-from ptmech.statement_pairs import (PairsError, build_pairs, check_tokenization, match_by_last_word,
+from ptmech.knowledge import heatmaps, patching
+from ptmech.knowledge.pairs import (PairsError, build_pairs, check_tokenization, match_by_last_word,
                                     prompt_tokens_sha256, skeletons_for)
 
 CITIES = ["paris", "rome", "berlin"]
@@ -456,10 +456,10 @@ def test_tables_and_figures_load_no_model(tmp_path, monkeypatch):
         runpy.run_path(str(REPO / "workflow_scripts" / name), init_globals={"snakemake": snakemake}, run_name="__main__")
 
     premises = schema_defaults(str(REPO / "config.schema.yaml"), "premises")
-    run("knowledge_tables.py", input={"patching": paths}, output=out,
+    run("knowledge/tables.py", input={"patching": paths}, output=out,
         params={"models": models, "settings": {"bins": 20}, "premises": premises})
     figs = {k: str(tmp_path / f"{k}.png") for k in ("heatmaps", "raw", "differences")}
-    run("knowledge_figures.py", input={"heatmaps": out["heatmaps"], "differences": out["differences"]}, output=figs,
+    run("knowledge/figures.py", input={"heatmaps": out["heatmaps"], "differences": out["differences"]}, output=figs,
         params={"models": ["b", "p"]}, wildcards={"family": "f", "dataset": "d"})
     heat = pd.read_csv(out["heatmaps"], sep="\t", keep_default_na=False)
     assert len(heat) == 4 * 5 * 3 and list(heat.role[:5]) == ["[s1]", "is", "[o1]", ".", ":"]

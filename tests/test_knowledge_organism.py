@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import torch
 
-from ptmech import patching
 from ptmech.adapter import load_model
-from ptmech.statement_pairs import build_pairs, skeletons_for
+from ptmech.knowledge import patching
+from ptmech.knowledge.pairs import build_pairs, skeletons_for
 
 pytestmark = pytest.mark.organism  # needs the default run's trained organism (see pyproject)
 

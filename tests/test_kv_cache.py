@@ -6,8 +6,9 @@ import logging
 
 import torch
 
-from ptmech import generation, patching
+from ptmech import generation
 from ptmech.adapter import load_model
+from ptmech.knowledge import patching
 
 
 class Records(logging.Handler):

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from conftest import ARCHS, DISCOVERED, SENTENCES, make_tokenizer
-from ptmech import refusal as rf
 from ptmech.adapter import block_output, load_model
 from ptmech.cache import extract
 from ptmech.forward import last_logits
 from ptmech.generation import greedy
 from ptmech.interventions import activation_addition, directional_ablation, residual_writers
+from ptmech.refusal import directions as rf
 from ptmech.residual import hooked
 
 torch.set_num_threads(1)

@@ -1,5 +1,5 @@
 """Oracle tests of the truth probes, transfer, layer choice, PCA and steering score
-(ptmech.truth, ptmech.truth_steering.steering_scores): each checks a consequence of the
+(ptmech.truth.probes, ptmech.truth.steering.steering_scores): each checks a consequence of the
 mathematics on synthetic data where the answer is known."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ptmech import truth
-from ptmech.truth_steering import steering_scores
+from ptmech.truth import probes as truth
+from ptmech.truth.steering import steering_scores
 
 
 def gaussian_classes(rng, n=400, d=16, gap=3.0, shift=None):

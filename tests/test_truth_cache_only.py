@@ -77,14 +77,14 @@ def test_cache_only_steps_load_no_model(caches, no_model_loading, tmp_path):
     settings = {"datasets": names, "train_datasets": names, "cache_datasets": names, "probes": ["mm", "lr"],
                 "lr_probe": {"C": 1.0, "max_iter": 200}, "mm_probe": {"fit": "optimal"}}
     for model in ("base", "post"):
-        run_script("truth_probes.py", input={"caches": [paths[model, ds] for ds in names]},
+        run_script("truth/probes.py", input={"caches": [paths[model, ds] for ds in names]},
                    output={"table": f"{out}/{model}/probes.tsv", "probes": f"{out}/{model}/probes.npz"},
                    params={"settings": settings}, wildcards={"model": model})
     acc = pd.read_csv(out / "base" / "probes.tsv", sep="\t")
     assert set(acc["k"]) == {0, 1, 2, 3} and set(acc["heldout"]) == set(names)
     assert acc["layer"].isna().sum() == (acc["k"] == 0).sum()
 
-    run_script("truth_layers.py", input={"table": f"{out}/base/probes.tsv", "probes": f"{out}/base/probes.npz"},
+    run_script("truth/layers.py", input={"table": f"{out}/base/probes.tsv", "probes": f"{out}/base/probes.npz"},
                output={"json": f"{out}/layers.json"},
                params={"settings": {"family": "f", "model": "base", "probe": "mm", "probe_layer": None,
                                     "intervene_layer": None, "intervene_fraction": 0.25}})
@@ -92,7 +92,7 @@ def test_cache_only_steps_load_no_model(caches, no_model_loading, tmp_path):
     assert layers["probe_layer_source"] == "best_heldout" and 1 <= layers["probe_k"] <= 3
     assert layers["scores"][str(layers["probe_k"])] == max(layers["scores"].values())
 
-    run_script("truth_transfer.py",
+    run_script("truth/transfer.py",
                input={"source_probes": f"{out}/base/probes.npz", "target_probes": f"{out}/post/probes.npz",
                       "source_caches": [paths["base", ds] for ds in names],
                       "target_caches": [paths["post", ds] for ds in names]},
@@ -108,7 +108,7 @@ def test_cache_only_steps_load_no_model(caches, no_model_loading, tmp_path):
         assert len(merged) == len(own)
         np.testing.assert_allclose(merged["accuracy"], merged["accuracy_own"])
 
-    run_script("truth_pca.py",
+    run_script("truth/pca.py",
                input={"source_cache": paths["base", "cities"], "target_cache": paths["post", "cities"],
                       "source_probes": f"{out}/base/probes.npz", "target_probes": f"{out}/post/probes.npz",
                       "layers": f"{out}/layers.json"},
@@ -121,7 +121,7 @@ def test_cache_only_steps_load_no_model(caches, no_model_loading, tmp_path):
     models = {"base": {"family": "f", "role": "base"}, "post": {"family": "f", "role": "instruct"}}
     pairs = [{"source": "base", "target": "post", "direction": "forward"},
              {"source": "post", "target": "base", "direction": "backward"}]
-    run_script("truth_tables.py",
+    run_script("truth/tables.py",
                input={"probes": [f"{out}/base/probes.tsv", f"{out}/post/probes.tsv"],
                       "layers": [f"{out}/layers.json"], "transfer": [f"{out}/pair/transfer.tsv"],
                       "cosine": [f"{out}/pair/cosine.tsv"]},
@@ -136,7 +136,7 @@ def test_cache_only_steps_load_no_model(caches, no_model_loading, tmp_path):
                              ("cosine", {"cosine": tables["cosine"], "layers": tables["layers"]}, {"family": "f"}),
                              ("transfer", {"transfer": tables["transfer"], "layers": tables["layers"]},
                               {"source": "base", "target": "post"})):
-        run_script("truth_figures.py", input=inputs, output={"figure": f"{out}/{kind}.png"},
+        run_script("truth/figures.py", input=inputs, output={"figure": f"{out}/{kind}.png"},
                    params={"kind": kind}, wildcards=wc)
         assert (out / f"{kind}.png").stat().st_size > 0
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ptmech import truth
-from ptmech import truth_steering as st
 from ptmech.adapter import load_model
+from ptmech.truth import probes as truth
+from ptmech.truth import steering as st
 
 from conftest import heldout_probe_sweep
 

@@ -1,4 +1,4 @@
-"""Oracle tests of truth steering (ptmech.truth_steering) on tiny random models: a zero
+"""Oracle tests of truth steering (ptmech.truth.steering) on tiny random models: a zero
 vector reproduces the baseline exactly, the vector lands exactly on the statement's last
 two tokens whatever the padding, and a large multiple of a direction the unembedding reads
 drives P(TRUE) - P(FALSE) to -1 on true statements and +1 on false ones."""
@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from ptmech import truth_steering as st
 from ptmech.adapter import load_model
 from ptmech.fewshot import SUFFIX, answer_token_ids
 from ptmech.residual import hooked
+from ptmech.truth import steering as st
 
 PLACES = [("paris", "france"), ("rome", "italy"), ("berlin", "germany")]
 NUMBERS = "one two three four".split()

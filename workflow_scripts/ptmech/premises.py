@@ -33,7 +33,7 @@ def joined(reasons: Iterable[str]) -> str:
 
 # --- refusal --------------------------------------------------------------------------------
 def refusal_direction(rule: str) -> str:
-    """The selection's ``rule`` (``refusal.select_direction``) names a fallback when no
+    """The selection's ``rule`` (``refusal.directions.select_direction``) names a fallback when no
     candidate passed the filters."""
     if rule.startswith("fallback"):
         return "no refusal direction passed the selection filters (fallback direction)"

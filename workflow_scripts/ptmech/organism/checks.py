@@ -21,7 +21,7 @@ from ..adapter import ModelAdapter
 from ..fewshot import SUFFIX, answer_token_ids, query
 from ..forward import last_logits
 from ..generation import greedy
-from ..refusal import is_refusal
+from ..refusal.directions import is_refusal
 from .world import LANGUAGE, STATEMENT_DATASETS, World
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def probe_sweep(adapter: ModelAdapter, tables: dict[str, pd.DataFrame], root: st
     ``tables`` (name -> DataFrame with statement, label; cached under ``root``), as the
     truth stage fits them. Returns (accuracy table, probes, chosen layers); the chosen
     layers' ``probe_accuracy`` is the best residual index's mean held-out accuracy."""
-    from .. import truth
+    from ..truth import probes as truth
     from ..cache import extract
 
     paths = {}
@@ -166,7 +166,7 @@ def own_direction_refusal(adapter: ModelAdapter, tables: dict[str, pd.DataFrame]
     "lowest" when the direction passed every filter; ``selection`` is the search's table of
     every candidate's scores."""
     from .. import prompts
-    from .. import refusal as rf
+    from ..refusal import directions as rf
     from ..cache import extract
 
     s, root = settings, Path(root)

@@ -114,7 +114,7 @@ def failures(table: pd.DataFrame) -> list[str]:
 
 
 def passed_filters(rule: str) -> bool:
-    """Whether the refusal search's ``rule`` (``refusal.select_direction``) says its choice
+    """Whether the refusal search's ``rule`` (``refusal.directions.select_direction``) says its choice
     passed every filter rather than falling back."""
     return str(rule).startswith("lowest")
 

@@ -1,0 +1,31 @@
+"""The steering scores of every (direction source, target model, dataset)."""
+
+import json
+
+import pandas as pd
+
+from ptmech import io, logs
+from ptmech.truth import steering as st
+
+log = logs.to_file(snakemake.log[0])
+models = snakemake.params.models
+direction = {(p["source"], p["target"]): p["direction"] for p in snakemake.params.pairs}
+parts = []
+for table_file, summary_file in zip(snakemake.input.tables, snakemake.input.summaries):
+    summary = json.loads(open(summary_file).read())
+    per = pd.read_csv(table_file, sep="\t")
+    scores = st.steering_scores(per["label"], per["p_diff_base"], per["p_diff_steered"])
+    source, target = summary["source"], summary["target"]
+    meta = {
+        "source": source, "target": target, "family": models[target]["family"],
+        "direction": "native" if source == target else direction[(source, target)],
+        "dataset": summary["dataset"], "probe": summary["probe"], "probe_k": summary["probe_k"],
+        "probe_layer": summary["probe_layer"], "steer_blocks": ",".join(map(str, summary["steer_blocks"])),
+        "coefficient": summary["coefficient"],
+    }
+    for key, value in reversed(meta.items()):
+        scores.insert(0, key, value)
+    parts.append(scores)
+table = pd.concat(parts, ignore_index=True)
+io.write_table(table, snakemake.output.table)
+log.info("\n%s", table[table["subset"] == "average"].to_string(index=False))
