@@ -32,5 +32,5 @@ include: "rules/premises.smk"
 
 rule all:
     input:
-        all_outputs(),
+        PLAN.all_outputs(),
     default_target: True

@@ -16,6 +16,7 @@ sys.path.insert(0, LIBRARY)
 os.environ.update(PYTHONPATH=os.pathsep.join(
     [LIBRARY] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != LIBRARY]))
 from ptmech import config as ptcfg
+from ptmech import plan as ptplan
 
 
 SCHEMA = str(Path(workflow.basedir) / "config.schema.yaml")
@@ -38,62 +39,49 @@ except ptcfg.ConfigError as e:
 
 
 
-# dataset -> what the stages need of it ({key, true, false, total, splits, why}): checked here
-# for local files, by rule dataset_sized for datasets a rule makes or the hub gives.
-DATASET_NEEDS = {}
+# The plan (ptmech.plan): what each stage runs over, its switches and cross-key checks,
+# the files rules hand each other, and each rule's inputs and settings. The input functions
+# of rules/*.smk only ask it.
+try:
+    PLAN = ptplan.Plan(config, LOCAL_DATASETS, warn=lambda m: print(m, file=sys.stderr))
+except ptplan.PlanError as e:
+    raise WorkflowError(f"invalid config: {e}") from None
+MODELS = PLAN.models
 
 
-def require_rows(dataset, key, **need):
-    """Record that setting ``key`` needs rows of ``dataset``; fail the parse naming it when
-    a local dataset is too small."""
-    DATASET_NEEDS.setdefault(dataset, []).append({"key": key, **need})
-    try:
-        ptcfg.require_rows(LOCAL_DATASETS, dataset, key, **need)
-    except ptcfg.ConfigError as e:
-        raise WorkflowError(f"invalid config: {e}") from None
+def _alternatives(names):
+    """A wildcard constraint that matches exactly these names."""
+    return "|".join(map(re.escape, names)) if names else "^$"
 
 
-MODELS = list(config["models"])
-PROMPT_SETS = config["prompt_sets"]
+MODEL_NAMES = _alternatives(MODELS)
+FAMILY_NAMES = _alternatives(PLAN.families())
 
 
 wildcard_constraints:
-    model="|".join(map(re.escape, MODELS)) if MODELS else "^$",
+    model=MODEL_NAMES,
     dataset="[A-Za-z0-9][A-Za-z0-9._-]*",
     prompt_set="[A-Za-z0-9][A-Za-z0-9._-]*",
 
 
-def cache_path(model, prompt_set, dataset):
-    return f"results/activations/{model}/{prompt_set}/{dataset}.h5"
+def model_info(w):
+    """model -> family and role, for the tables that label their rows."""
+    return PLAN.model_info()
 
 
-def all_caches():
-    return [
-        cache_path(m, ps, ds)
-        for m in MODELS
-        for ps, spec in PROMPT_SETS.items()
-        for ds in spec["datasets"]
-    ]
+def pair_info(w):
+    return PLAN.pair_info()
 
 
-# Each stage's rules/<stage>.smk appends a function returning its final outputs.
-STAGE_OUTPUTS = []
+def unordered_pairs(w):
+    return [list(p) for p in PLAN.unordered_pairs()]
 
 
-def all_outputs():
-    return list(all_caches()) + all_outputs_of_stages()
-
-
-def all_outputs_of_stages():
-    return [out for stage_outputs in STAGE_OUTPUTS for out in stage_outputs()]
-
-
-# --- data -----------------------------------------------------------------------------
+# --- data ---------------------------------------------------------------------------
 
 
 def dataset_input(wildcards):
-    spec = config["datasets"][wildcards.dataset]
-    path = ptcfg.dataset_file(spec)
+    path = ptcfg.dataset_file(config["datasets"][wildcards.dataset])
     return {"source": path} if path else {}
 
 
@@ -101,34 +89,30 @@ def dataset_spec(wildcards):
     return config["datasets"][wildcards.dataset]
 
 
+def dataset_needs(wildcards):
+    return PLAN.needs.get(wildcards.dataset, [])
+
+
 # --- activations ----------------------------------------------------------------------
 
 
 def model_input(wildcards):
-    """The model's local folder when it is one (so Snakemake builds it first if a rule
-    makes it); nothing for hub ids."""
-    path = config["models"][wildcards.model]["path"]
-    return {"model": path} if ptcfg.is_local_path(path) else {}
+    return PLAN.model_folder(wildcards.model)
 
 
 def sized_input(wildcards):
-    """A dataset the parse could not size (made by a rule, or from the hub) is sized by rule
-    dataset_sized before anything expensive reads it. ancient(): a changed need reruns the
-    check, and only the jobs whose own settings changed rerun after it."""
+    """ancient(): a changed need reruns the check, and only the jobs whose own settings
+    changed rerun after it."""
     ds = wildcards.dataset
-    return {"sized": ancient(f"results/data/{ds}.sized")} if ds in DATASET_NEEDS and ds not in LOCAL_DATASETS else {}
-
-
-def dataset_needs(wildcards):
-    return DATASET_NEEDS.get(wildcards.dataset, [])
+    return {"sized": ancient(ptplan.path("sized", dataset=ds))} if PLAN.needs_sizing(ds) else {}
 
 
 def extract_input(wildcards):
-    return {"data": f"results/data/{wildcards.dataset}.tsv", **sized_input(wildcards), **model_input(wildcards)}
+    return {"data": ptplan.path("data", dataset=wildcards.dataset), **sized_input(wildcards), **model_input(wildcards)}
 
 
 def extraction_model(wildcards):
-    return ptcfg.extraction_model_spec(config, wildcards.model)
+    return PLAN.model_spec(wildcards.model)
 
 
 def extraction_prompt_set(wildcards):
@@ -136,8 +120,4 @@ def extraction_prompt_set(wildcards):
 
 
 def extraction_settings(wildcards):
-    settings = dict(config.get("extraction", {}))
-    batch = config["models"][wildcards.model].get("batch_size")
-    if batch:
-        settings["batch_size"] = batch
-    return settings
+    return PLAN.extraction_settings(wildcards.model)

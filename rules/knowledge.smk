@@ -6,7 +6,57 @@
 # (the LD grid per pair; source == target is single-model patching); tables
 # results/tables/knowledge_*.tsv; figures results/figures/knowledge/{family}/{dataset}_*.png.
 
-include: "functions/knowledge.smk"
+# --- input functions: each asks the plan -----------------------------------------------
+
+KNOWLEDGE = PLAN.knowledge
+
+
+def knowledge_pairs_input(w):
+    return KNOWLEDGE.pairs_input(w.family, w.dataset)
+
+
+def knowledge_pairs_tokenizer(w):
+    return KNOWLEDGE.pairs_tokenizer(w.family)
+
+
+def knowledge_pairs_settings(w):
+    return KNOWLEDGE.pairs_settings(w.dataset)
+
+
+def knowledge_sources_input(w):
+    return KNOWLEDGE.sources_input(w.model, w.dataset)
+
+
+def knowledge_source_model(w):
+    return KNOWLEDGE.model(w.model)
+
+
+def knowledge_target_model(w):
+    return KNOWLEDGE.model(w.target)
+
+
+def knowledge_sources_settings(w):
+    return KNOWLEDGE.sources_settings()
+
+
+def knowledge_patch_input(w):
+    return KNOWLEDGE.patch_input(w.source, w.target, w.dataset)
+
+
+def knowledge_patch_settings(w):
+    return KNOWLEDGE.patch_settings(w.source, w.target)
+
+
+def knowledge_tables_input(w):
+    return KNOWLEDGE.tables_input()
+
+
+def knowledge_tables_settings(w):
+    return KNOWLEDGE.tables_settings()
+
+
+def knowledge_figure_models(w):
+    return PLAN.families()[w.family]
 
 
 # --- tokenizer only ------------------------------------------------------------------------
@@ -23,7 +73,7 @@ rule knowledge_pairs:
         tokenizer=knowledge_pairs_tokenizer,
         settings=knowledge_pairs_settings,
     wildcard_constraints:
-        family=KNOWLEDGE_FAMILY,
+        family=FAMILY_NAMES,
     log:
         "logs/knowledge_pairs/{family}/{dataset}.log",
     conda:
@@ -73,8 +123,8 @@ rule knowledge_patch:
         model=knowledge_target_model,
         settings=knowledge_patch_settings,
     wildcard_constraints:
-        source=KNOWLEDGE_MODEL,
-        target=KNOWLEDGE_MODEL,
+        source=MODEL_NAMES,
+        target=MODEL_NAMES,
     threads: model_threads
     resources:
         gpu=model_gpu,
@@ -105,7 +155,7 @@ rule knowledge_tables:
         differences="results/tables/knowledge_differences.tsv",
         baselines="results/tables/knowledge_baselines.tsv",
     params:
-        models=knowledge_model_info,
+        models=model_info,
         settings=knowledge_tables_settings,
         premises=config["premises"],
     log:
@@ -142,7 +192,7 @@ rule knowledge_figures:
     params:
         models=knowledge_figure_models,
     wildcard_constraints:
-        family=KNOWLEDGE_FAMILY,
+        family=FAMILY_NAMES,
     log:
         "logs/knowledge_figures/{family}/{dataset}.log",
     conda:

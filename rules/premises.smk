@@ -2,13 +2,10 @@
 # one table of what is not met, the first entry of the report.
 
 
-include: "functions/premises.smk"
-
-
 rule premises:
     """Every unmet premise of the run's tables, one row per (table, reason)."""
     input:
-        **PREMISES_INPUT,
+        **PLAN.premise_tables(),
     output:
         table=report(
             "results/tables/premises.tsv",
@@ -16,7 +13,7 @@ rule premises:
             category="0. Premises not met",
         ),
     params:
-        tables=PREMISE_TABLES,
+        tables=ptplan.PREMISE_TABLES,
     log:
         "logs/premises/premises.log",
     conda:

@@ -6,11 +6,65 @@
 #
 # Files: results/refusal/{model}/candidates.npz, results/refusal/{model}/direction.{json,npz},
 # results/refusal/{model}/selection.tsv, results/refusal/baseline/{model}.{jsonl,tsv},
-# results/refusal/steering/{target}/{source}.{jsonl,tsv}; tables results/tables/refusal_*.tsv;
+# results/refusal/steering/{source}/{target}.{jsonl,tsv}; tables results/tables/refusal_*.tsv;
 # figures results/figures/refusal/...
 # Residual index k is the input of block k (the paper's refusal "resid_pre layer k").
 
-include: "functions/refusal.smk"
+# --- input functions: each asks the plan -----------------------------------------------
+
+REFUSAL = PLAN.refusal
+
+
+def refusal_candidates_input(w):
+    return REFUSAL.candidates_input(w.model)
+
+
+def refusal_candidates_settings(w):
+    return REFUSAL.candidates_settings()
+
+
+def refusal_live_input(w):
+    return REFUSAL.live_input(w.model)
+
+
+def refusal_live_model(w):
+    return PLAN.model_spec(w.model)
+
+
+def refusal_steer_model(w):
+    return PLAN.model_spec(w.target)
+
+
+def refusal_select_input(w):
+    return REFUSAL.select_input(w.model)
+
+
+def refusal_select_settings(w):
+    return REFUSAL.select_settings(w.model)
+
+
+def refusal_generation_settings(w):
+    return REFUSAL.generation_settings()
+
+
+def refusal_steer_input(w):
+    return REFUSAL.steer_input(w.source, w.target)
+
+
+def refusal_steer_settings(w):
+    return REFUSAL.steer_settings(w.target)
+
+
+def refusal_tables_input(w):
+    return REFUSAL.tables_input()
+
+
+def refusal_pca_input(w):
+    return REFUSAL.pca_input(w.model)
+
+
+def refusal_pca_settings(w):
+    return REFUSAL.pca_settings()
 
 
 # --- cache-only rule ----------------------------------------------------------------------
@@ -96,13 +150,14 @@ rule refusal_steer:
     input:
         unpack(refusal_steer_input),
     output:
-        generations="results/refusal/steering/{model}/{source}.jsonl",
-        scores="results/refusal/steering/{model}/{source}.tsv",
+        generations="results/refusal/steering/{source}/{target}.jsonl",
+        scores="results/refusal/steering/{source}/{target}.tsv",
     params:
-        model=refusal_live_model,
+        model=refusal_steer_model,
         settings=refusal_steer_settings,
     wildcard_constraints:
-        source=REFUSAL_MODEL,
+        source=MODEL_NAMES,
+        target=MODEL_NAMES,
     threads: model_threads
     resources:
         gpu=model_gpu,
@@ -110,9 +165,9 @@ rule refusal_steer:
         mem_mb=model_mem_mb,
         runtime=model_runtime,
     log:
-        "logs/refusal_steer/{model}/{source}.log",
+        "logs/refusal_steer/{source}/{target}.log",
     benchmark:
-        "results/benchmarks/refusal_steer/{model}/{source}.tsv"
+        "results/benchmarks/refusal_steer/{source}/{target}.tsv"
     conda:
         "../envs/ptmech.yaml"
     script:
@@ -132,8 +187,9 @@ rule refusal_tables:
         selection="results/tables/refusal_selection.tsv",
         cosine="results/tables/refusal_cosine.tsv",
     params:
-        models=refusal_model_info,
-        pairs=refusal_pair_info,
+        models=model_info,
+        pairs=pair_info,
+        unordered=unordered_pairs,
         premises=config["premises"],
     log:
         "logs/refusal_tables/tables.log",
@@ -156,7 +212,7 @@ rule refusal_scores_figure:
     params:
         kind="scores",
     wildcard_constraints:
-        family=REFUSAL_FAMILY,
+        family=FAMILY_NAMES,
     log:
         "logs/refusal_scores_figure/{family}.log",
     conda:
@@ -178,7 +234,7 @@ rule refusal_cosine_figure:
     params:
         kind="cosine",
     wildcard_constraints:
-        family=REFUSAL_FAMILY,
+        family=FAMILY_NAMES,
     log:
         "logs/refusal_cosine_figure/{family}.log",
     conda:

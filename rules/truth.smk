@@ -5,10 +5,64 @@
 #
 # Files: results/truth/{model}/probes.{tsv,npz}, results/truth/families/{family}/layers.json,
 # results/truth/pairs/{source}/{target}/{transfer,cosine,pca}.tsv,
-# results/truth/steering/{target}/{source}/{dataset}.{tsv,json};
+# results/truth/steering/{source}/{target}/{dataset}.{tsv,json};
 # tables results/tables/truth_*.tsv; figures results/figures/truth/...
 
-include: "functions/truth.smk"
+# --- input functions: each asks the plan -----------------------------------------------
+
+TRUTH = PLAN.truth
+
+
+def truth_probe_input(w):
+    return TRUTH.probe_input(w.model)
+
+
+def truth_probe_settings(w):
+    return TRUTH.probe_settings()
+
+
+def truth_layers_input(w):
+    return TRUTH.layers_input(w.family)
+
+
+def truth_layers_settings(w):
+    return TRUTH.layers_settings(w.family)
+
+
+def truth_pair_input(w):
+    return TRUTH.pair_input(w.source, w.target)
+
+
+def truth_pair_settings(w):
+    return TRUTH.pair_settings()
+
+
+def truth_pca_input(w):
+    return TRUTH.pca_input(w.source, w.target)
+
+
+def truth_pca_settings(w):
+    return TRUTH.pca_settings()
+
+
+def truth_steer_input(w):
+    return TRUTH.steer_input(w.source, w.target, w.dataset)
+
+
+def truth_steer_model(w):
+    return PLAN.model_spec(w.target)
+
+
+def truth_steer_settings(w):
+    return TRUTH.steer_settings()
+
+
+def truth_tables_input(w):
+    return TRUTH.tables_input()
+
+
+def truth_steering_input(w):
+    return TRUTH.steering_input()
 
 
 # --- cache-only rules ---------------------------------------------------------------------
@@ -43,7 +97,7 @@ rule truth_layers:
     params:
         settings=truth_layers_settings,
     wildcard_constraints:
-        family=TRUTH_FAMILY,
+        family=FAMILY_NAMES,
     log:
         "logs/truth_layers/{family}.log",
     conda:
@@ -63,8 +117,8 @@ rule truth_transfer:
     params:
         settings=truth_pair_settings,
     wildcard_constraints:
-        source=TRUTH_MODEL,
-        target=TRUTH_MODEL,
+        source=MODEL_NAMES,
+        target=MODEL_NAMES,
     log:
         "logs/truth_transfer/{source}/{target}.log",
     benchmark:
@@ -91,8 +145,8 @@ rule truth_pca:
     params:
         settings=truth_pca_settings,
     wildcard_constraints:
-        source=TRUTH_MODEL,
-        target=TRUTH_MODEL,
+        source=MODEL_NAMES,
+        target=MODEL_NAMES,
     log:
         "logs/truth_pca/{source}/{target}.log",
     conda:
@@ -110,14 +164,14 @@ rule truth_steer:
     input:
         unpack(truth_steer_input),
     output:
-        table="results/truth/steering/{target}/{source}/{dataset}.tsv",
-        summary="results/truth/steering/{target}/{source}/{dataset}.json",
+        table="results/truth/steering/{source}/{target}/{dataset}.tsv",
+        summary="results/truth/steering/{source}/{target}/{dataset}.json",
     params:
         model=truth_steer_model,
         settings=truth_steer_settings,
     wildcard_constraints:
-        source=TRUTH_MODEL,
-        target=TRUTH_MODEL,
+        source=MODEL_NAMES,
+        target=MODEL_NAMES,
     threads: model_threads
     resources:
         gpu=model_gpu,
@@ -125,9 +179,9 @@ rule truth_steer:
         mem_mb=model_mem_mb,
         runtime=model_runtime,
     log:
-        "logs/truth_steer/{target}/{source}/{dataset}.log",
+        "logs/truth_steer/{source}/{target}/{dataset}.log",
     benchmark:
-        "results/benchmarks/truth_steer/{target}/{source}/{dataset}.tsv"
+        "results/benchmarks/truth_steer/{source}/{target}/{dataset}.tsv"
     conda:
         "../envs/ptmech.yaml"
     script:
@@ -148,8 +202,8 @@ rule truth_tables:
         transfer="results/tables/truth_transfer.tsv",
         cosine="results/tables/truth_cosine.tsv",
     params:
-        models=truth_model_info,
-        pairs=truth_pair_info,
+        models=model_info,
+        pairs=pair_info,
     log:
         "logs/truth_tables/tables.log",
     conda:
@@ -165,8 +219,8 @@ rule truth_steering_table:
     output:
         table="results/tables/truth_steering.tsv",
     params:
-        models=truth_model_info,
-        pairs=truth_pair_info,
+        models=model_info,
+        pairs=pair_info,
     log:
         "logs/truth_steering_table/table.log",
     conda:
@@ -189,7 +243,7 @@ rule truth_accuracy_figure:
     params:
         kind="accuracy",
     wildcard_constraints:
-        family=TRUTH_FAMILY,
+        family=FAMILY_NAMES,
     log:
         "logs/truth_accuracy_figure/{family}.log",
     conda:
@@ -212,7 +266,7 @@ rule truth_cosine_figure:
     params:
         kind="cosine",
     wildcard_constraints:
-        family=TRUTH_FAMILY,
+        family=FAMILY_NAMES,
     log:
         "logs/truth_cosine_figure/{family}.log",
     conda:
@@ -235,8 +289,8 @@ rule truth_transfer_figure:
     params:
         kind="transfer",
     wildcard_constraints:
-        source=TRUTH_MODEL,
-        target=TRUTH_MODEL,
+        source=MODEL_NAMES,
+        target=MODEL_NAMES,
     log:
         "logs/truth_transfer_figure/{source}~{target}.log",
     conda:
@@ -258,7 +312,7 @@ rule truth_steering_figure:
     params:
         kind="steering",
     wildcard_constraints:
-        family=TRUTH_FAMILY,
+        family=FAMILY_NAMES,
     log:
         "logs/truth_steering_figure/{family}.log",
     conda:

@@ -127,3 +127,37 @@ def test_truncated_and_foreign_hdf5(tiny_model_dir, tmp_path):
         f["x"] = np.zeros(3)
     with pytest.raises(CacheError, match="not a ptmech activation cache.*delete it and rerun snakemake"):
         Cache(foreign)
+
+
+@pytest.mark.parametrize("reader", ["cache", "sources", "patching"])
+def test_every_activation_file_is_opened_and_checked_one_way(tmp_path, reader):
+    """The cache, the patching sources and the patching results share one reader
+    (ptmech.h5.open_checked): each names the file when it is of another format, when it
+    was never completed, or when an attribute differs from what its reader expects."""
+    import h5py
+
+    from ptmech.knowledge import patching
+
+    fmt, dataset, error, open_ = {
+        "cache": ("ptmech-activations/1", "resid", CacheError, lambda p, **kw: Cache(p, **kw)),
+        "sources": (patching.SOURCES_FORMAT, "true_resid", patching.PatchingError, lambda p, **kw: patching.Sources(p, **kw)),
+        "patching": (patching.PATCHING_FORMAT, "ld", patching.PatchingError, lambda p, **kw: patching.read_patching(p)),
+    }[reader]
+
+    def write(name, **attrs):
+        path = tmp_path / name
+        with h5py.File(path, "w") as f:
+            f[dataset] = np.zeros((1, 1, 1, 1), dtype=np.float32)
+            f.attrs.update(attrs)
+        return path
+
+    other = write("other.h5", format="someone-else/1", complete=True)
+    with pytest.raises(error, match=rf"other.h5: not a .* \(format attribute 'someone-else/1', expected '{fmt}'\)"):
+        open_(other)
+    unfinished = write("unfinished.h5", format=fmt, complete=False)
+    with pytest.raises(error, match=r"unfinished.h5: incomplete"):
+        open_(unfinished)
+    if reader != "patching":  # the results reader expects nothing of its attributes
+        wrong = write("wrong.h5", format=fmt, complete=True, model="a")
+        with pytest.raises(error, match=r"wrong.h5: model is 'a', expected 'b'"):
+            open_(wrong, expect={"model": "b"})

@@ -1,6 +1,6 @@
-"""Real Snakemake runs of the confidence stage on tiny models (a workflow copy whose
-Snakefile leaves out the other analysis stages): the default outputs exist and hold
-what they should, and what reruns after a change is only what depends on it."""
+"""Real Snakemake runs of the confidence stage on tiny models (the other analysis stages
+switched off in the config): the default outputs exist and hold what they should, and what
+reruns after a change is only what depends on it."""
 
 from __future__ import annotations
 
@@ -14,14 +14,7 @@ from workflow import (FAMILY, assert_report_holds_every_figure, planned_jobs, sn
 
 pytestmark = pytest.mark.workflow
 
-OTHER_STAGES = ("truth", "refusal", "knowledge")
-
-
-def confidence_only_snakefile(snakefile: str) -> str:
-    """The workflow's Snakefile without the other analysis stages (their config needs
-    datasets and prompt sets this test does not define)."""
-    return "\n".join(line for line in snakefile.splitlines()
-                     if not any(line.strip() == f'include: "rules/{s}.smk"' for s in OTHER_STAGES))
+OTHER_STAGES_OFF = {s: {"enabled": False} for s in ("truth", "refusal", "knowledge")}
 
 
 STATEMENTS = "statement,label\n" + "".join(
@@ -34,12 +27,11 @@ STATEMENTS = "statement,label\n" + "".join(
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     wd = tiny_family_workflow(tmp_path_factory.mktemp("confidence_wf"), {"st.csv": STATEMENTS})
-    (wd / "Snakefile").write_text(confidence_only_snakefile((wd / "Snakefile").read_text()))
-    assert 'include: "rules/confidence.smk"' in (wd / "Snakefile").read_text()
     config = {
         "models": copy.deepcopy(FAMILY),
         "datasets": {"st": {"path": "st.csv", "kind": "statements"}},
         "prompt_sets": {},
+        **OTHER_STAGES_OFF,
         "confidence": {"n_neurons": 4, "grid": {"top_norm_fraction": [0.25, 0.5], "n_neurons": [2, 4]},
                        "ablation": {"datasets": ["st"], "n_random": 2, "max_texts": 4}},
     }

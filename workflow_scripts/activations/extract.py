@@ -1,7 +1,6 @@
 import numpy as np
 import torch
 
-import ptmech
 from ptmech import adapter as ad, cache, data, logs, prompts
 
 log = logs.to_file(snakemake.log[0])
@@ -18,13 +17,9 @@ labels = {c: table[c].to_numpy() for c in ("label",) if c in table.columns}
 attrs = {
     "prompt_set": w.prompt_set,
     "dataset": w.dataset,
-    "path": p.model["path"],
-    "role": p.model.get("role", ""),
     "template": model.instruction_template() if p.prompt_set["kind"] == "instructions"
     else p.prompt_set.get("template", "{statement}"),
-    "ptmech_version": ptmech.__version__,
-    **ad.library_versions(),
-    **ad.model_fingerprints(model.model, model.tokenizer, p.model["path"]),
+    **ad.provenance(model, p.model),
 }
 cache.extract(
     model, texts, snakemake.output.h5,

@@ -1,6 +1,5 @@
 import json
 
-import ptmech
 from ptmech import adapter as ad, logs
 from ptmech.knowledge import pairs as statement_pairs, patching
 
@@ -18,14 +17,10 @@ log.info("%s / %s: %d pairs, %d positions x %d blocks, device %s, dtype %s", w.m
 attrs = {
     "family": p.model["family"],
     "dataset": w.dataset,
-    "path": p.model["path"],
-    "role": p.model.get("role", ""),
     "query": doc["query"],
     "prompt_tokens_sha256": statement_pairs.prompt_tokens_sha256(doc["pairs"], answers or ()),
     "columns": doc["columns"],
-    "ptmech_version": ptmech.__version__,
-    **ad.library_versions(),
-    **ad.model_fingerprints(model.model, model.tokenizer, p.model["path"]),
+    **ad.provenance(model, p.model),
 }
 patching.write_sources(model, doc["pairs"], snakemake.output.h5, n_positions=n_positions, answers=answers,
                        batch_size=settings["batch_size"], storage_dtype=settings["storage_dtype"], attrs=attrs,

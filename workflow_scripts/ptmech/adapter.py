@@ -328,6 +328,16 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
+def provenance(adapter: "ModelAdapter", spec: dict) -> dict:
+    """Where the model of a file came from (its config entry ``spec``), with the versions
+    that ran it and the hashes of its weights and tokenizer: the attributes every activation
+    file carries (ptmech.h5 adds how it was stored)."""
+    from . import __version__
+
+    return {"path": spec["path"], "role": spec.get("role", ""), "ptmech_version": __version__,
+            **library_versions(), **model_fingerprints(adapter.model, adapter.tokenizer, spec["path"])}
+
+
 def library_versions() -> dict[str, str]:
     import h5py
     import transformers

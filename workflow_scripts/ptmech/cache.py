@@ -27,6 +27,7 @@ import h5py
 import numpy as np
 import torch
 
+from . import h5
 from .adapter import LAYER_CONVENTION, ModelAdapter
 from .io import atomic_path
 from .progress import Progress
@@ -100,17 +101,11 @@ def extract(
             "format": FORMAT,
             "layers": layers,
             "positions": positions,
-            "layer_convention": LAYER_CONVENTION,
-            "storage_dtype": storage_dtype,
-            "compute_dtype": str(adapter.dtype).replace("torch.", ""),
-            "model": adapter.name,
-            "n_layers": adapter.n_layers,
-            "d_model": d,
+            **h5.provenance(adapter, storage_dtype),
             "complete": False,
             **(attrs or {}),
         }
-        for key, value in meta.items():
-            f.attrs[key] = attr_value(value)
+        h5.write_attrs(f, meta)
 
         progress = Progress(n, log, what="prompts")
         with torch.inference_mode():
@@ -127,18 +122,6 @@ def extract(
                 progress.update(len(idx))
         f.attrs["complete"] = True
         f.attrs["seconds"] = progress.elapsed
-
-
-def attr_value(value):
-    """HDF5 attributes hold numbers, strings and numeric arrays; anything else is
-    stored as JSON text."""
-    if isinstance(value, str):
-        return str(value)  # plain str: h5py rejects str subclasses
-    if isinstance(value, (bool, int, float, np.integer, np.floating)):
-        return value
-    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, np.integer)) for v in value):
-        return np.asarray(value, dtype=np.int64)
-    return json.dumps(value, default=str)
 
 
 def _check_finite(acts: torch.Tensor, idx, layers, texts, where: str) -> None:
@@ -164,22 +147,9 @@ class Cache:
 
     def __init__(self, path: str | os.PathLike, expect: dict | None = None):
         self.path = Path(path)
-        try:
-            self._f = h5py.File(self.path, "r")
-        except (OSError, ValueError) as e:
-            raise CacheError(f"{self.path}: not a readable HDF5 file (truncated or foreign?): {e}{RECOVER}") from None
+        self._f = h5.open_checked(self.path, fmt=FORMAT, what="ptmech activation cache", datasets=("resid",),
+                                  expect=expect, error=CacheError, recover=RECOVER)
         attrs = self._f.attrs
-        if attrs.get("format") != FORMAT or "resid" not in self._f:
-            self._f.close()
-            raise CacheError(f"{self.path}: not a ptmech activation cache (format attribute "
-                             f"{attrs.get('format')!r}, expected {FORMAT!r}){RECOVER}")
-        if not attrs.get("complete", False):
-            self._f.close()
-            raise CacheError(f"{self.path}: incomplete activation cache (extraction did not finish){RECOVER}")
-        for key, value in (expect or {}).items():
-            if _norm(attrs.get(key)) != _norm(value):
-                self._f.close()
-                raise CacheError(f"{self.path}: attribute {key}={attrs.get(key)!r}, expected {value!r}{RECOVER}")
         self.attrs = dict(attrs)
         self.layers = [int(k) for k in attrs["layers"]]
         self.positions = [int(p) for p in attrs["positions"]]
@@ -232,10 +202,3 @@ class Cache:
         ids = self._f["input_ids"][:]
         return [ids[i] for i in self._inverse]
 
-
-def _norm(v):
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, bytes):
-        return v.decode()
-    return v

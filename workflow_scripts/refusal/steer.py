@@ -12,7 +12,7 @@ from ptmech.refusal import directions as rf
 
 log = logs.to_file(snakemake.log[0])
 w, s, inp, out = snakemake.wildcards, snakemake.params.settings, snakemake.input, snakemake.output
-target, source = w.model, w.get("source")
+target, source = w.get("target", w.get("model")), w.get("source")  # steer: {source}/{target}; baseline: {model}
 gen = s["generation"]
 
 model = ad.load_model(target, snakemake.params.model, device=s["device"])

@@ -1,45 +1,26 @@
-"""Tidy truth tables over all models and pairs."""
+"""Tidy truth tables over all models and pairs (ptmech.truth.tables)."""
 
 import json
 
 import pandas as pd
 
 from ptmech import io, logs
+from ptmech.truth import tables
 
 log = logs.to_file(snakemake.log[0])
-inp, models = snakemake.input, snakemake.params.models
-relation = {(p["source"], p["target"]): p["direction"] for p in snakemake.params.pairs}
-
-layers = pd.DataFrame([json.loads(open(f).read()) for f in inp.layers]).drop(columns=["scores", "layer_convention"])
-layers["steer_blocks"] = layers["steer_blocks"].map(lambda b: ",".join(map(str, b)))
-probe_k = dict(zip(layers["family"], layers["probe_k"]))
+inp, out, p = snakemake.input, snakemake.output, snakemake.params
 
 
-def read(files, columns):
-    if not files:
-        return pd.DataFrame(columns=columns)
-    return pd.concat([pd.read_csv(f, sep="\t") for f in files], ignore_index=True)
+def read(files):
+    return [pd.read_csv(f, sep="\t") for f in files]
 
 
-def annotate(table, model_col):
-    """Add the family after ``model_col`` and whether the row is at the family's probe layer."""
-    family = table[model_col].map(lambda m: models[m]["family"])
-    table.insert(table.columns.get_loc(model_col) + 1, "family", family)
-    table["at_probe_layer"] = table["k"] == family.map(probe_k)
-    return table
-
-
-accuracy = annotate(read(inp.probes, ["model", "probe", "heldout", "k", "layer", "accuracy", "n"]), "model")
-accuracy.insert(2, "role", accuracy["model"].map(lambda m: models[m]["role"]))
-io.write_table(accuracy, snakemake.output.accuracy)
-io.write_table(layers, snakemake.output.layers)
-
-pair_cols = ["source", "target", "probe", "heldout", "k", "layer"]
-transfer = annotate(read(inp.transfer, pair_cols + ["probe_model", "eval_model", "accuracy", "n"]), "target")
-# forward = a base model's probe on a post-trained model's activations, backward the reverse
-transfer.insert(transfer.columns.get_loc("eval_model") + 1, "direction",
-                [("native" if a == b else relation[(a, b)]) for a, b in zip(transfer["probe_model"], transfer["eval_model"])])
-io.write_table(transfer, snakemake.output.transfer)
-cosine = annotate(read(inp.cosine, pair_cols + ["cosine"]), "target")
-io.write_table(cosine, snakemake.output.cosine)
+layers = tables.layers_table([json.loads(open(f).read()) for f in inp.layers])
+accuracy = tables.accuracy_table(read(inp.probes), p.models, layers)
+transfer = tables.transfer_table(read(inp.transfer), p.models, layers, p.pairs)
+cosine = tables.cosine_table(read(inp.cosine), p.models, layers)
+for table, path in ((accuracy, out.accuracy), (layers, out.layers), (transfer, out.transfer), (cosine, out.cosine)):
+    io.write_table(table, path)
 log.info("%d accuracy, %d transfer, %d cosine rows", len(accuracy), len(transfer), len(cosine))
+if transfer.empty:
+    log.warning("no probe transfer or cosine rows: no family has two models")

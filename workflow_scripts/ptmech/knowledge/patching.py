@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ..adapter import KV_CACHE, LAYER_CONVENTION, ModelAdapter, block_output, kv_cache
-from ..cache import attr_value
+from .. import h5
 from ..fewshot import answer_token_ids
 from ..forward import last_logits
 from ..io import atomic_path
@@ -368,23 +368,16 @@ def write_sources(adapter: ModelAdapter, pairs: Sequence[dict], path: str | os.P
         f["true_top"], f["false_top"] = true_top, false_top
         f["true_ld"] = logit_diff(torch.cat(true_logits), per_pair).numpy()
         f["false_ld"] = logit_diff(false_logits, per_pair).numpy()
-        meta = {
+        h5.write_attrs(f, {
             "format": SOURCES_FORMAT,
-            "model": adapter.name,
-            "n_layers": L,
-            "d_model": d,
+            **h5.provenance(adapter, storage_dtype),
             "positions": list(range(-n_positions, 0)),
             "layer_axis": BLOCK_AXIS,
-            "layer_convention": LAYER_CONVENTION,
-            "storage_dtype": storage_dtype,
-            "compute_dtype": str(adapter.dtype).replace("torch.", ""),
             "answer_ids": list(answers) if answers is not None else "completion: true_top vs false_top",
             "seconds": progress.elapsed,
             **(attrs or {}),
             "complete": True,
-        }
-        for key, value in meta.items():
-            f.attrs[key] = attr_value(value)
+        })
 
 
 class Sources:
@@ -394,21 +387,9 @@ class Sources:
 
     def __init__(self, path: str | os.PathLike, expect: dict | None = None, what: str = ""):
         self.path = Path(path)
-        try:
-            self._f = h5py.File(self.path, "r")
-        except (OSError, ValueError) as e:
-            raise PatchingError(f"{self.path}: not a readable HDF5 file (truncated or foreign?): {e}") from None
+        self._f = h5.open_checked(self.path, fmt=SOURCES_FORMAT, what="patching source file", datasets=("true_resid",),
+                                  expect=expect, error=PatchingError, context=what)
         a = self._f.attrs
-        if a.get("format") != SOURCES_FORMAT or not a.get("complete", False) or "true_resid" not in self._f:
-            self._f.close()
-            raise PatchingError(f"{self.path}: not a complete patching source file (format {a.get('format')!r}, "
-                                f"expected {SOURCES_FORMAT!r})")
-        for key, value in (expect or {}).items():
-            have = a.get(key)
-            have = have.tolist() if isinstance(have, np.ndarray) else have
-            if have != value:
-                self._f.close()
-                raise PatchingError(f"{self.path}: {key} is {have!r}, expected {value!r}{what}")
         self.attrs = dict(a)
         self.true_ld = self._f["true_ld"][:]
         self.false_ld = self._f["false_ld"][:]
@@ -438,22 +419,15 @@ def write_patching(path: str | os.PathLike, ld: np.ndarray, arrays: dict[str, np
         f["ld"] = ld.astype(np.float32)
         for name, values in arrays.items():
             f[name] = np.asarray(values)
-        meta = {"format": PATCHING_FORMAT, "layer_axis": BLOCK_AXIS, "layer_convention": LAYER_CONVENTION,
-                "ld_axes": "pair, position (-T..-1, earliest first), block", **attrs, "complete": True}
-        for key, value in meta.items():
-            f.attrs[key] = attr_value(value)
+        h5.write_attrs(f, {"format": PATCHING_FORMAT, "layer_axis": BLOCK_AXIS, "layer_convention": LAYER_CONVENTION,
+                           "ld_axes": "pair, position (-T..-1, earliest first), block", **attrs, "complete": True})
 
 
 def read_patching(path: str | os.PathLike) -> dict:
     """Everything in a patching result file: arrays by name plus ``attrs`` (with
     ``columns`` decoded from JSON)."""
-    try:
-        f = h5py.File(path, "r")
-    except (OSError, ValueError) as e:
-        raise PatchingError(f"{path}: not a readable HDF5 file: {e}") from None
-    with f:
-        if f.attrs.get("format") != PATCHING_FORMAT or not f.attrs.get("complete", False):
-            raise PatchingError(f"{path}: not a complete patching result (format {f.attrs.get('format')!r})")
+    with h5.open_checked(path, fmt=PATCHING_FORMAT, what="patching result", datasets=("ld",),
+                         error=PatchingError) as f:
         out = {name: f[name][:] for name in f}
         attrs = dict(f.attrs)
     attrs["columns"] = json.loads(attrs["columns"]) if isinstance(attrs.get("columns"), str) else attrs.get("columns")
