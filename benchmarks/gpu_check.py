@@ -163,7 +163,7 @@ def check_steering(models: dict, table, device: str) -> dict:
     for name, adapter in models.items():
         ids, suffix = st.encode_queries(adapter, queries)
         p, seconds[name] = timed(lambda: st.p_true_false(adapter, ids, suffix, signs, vector=vector,
-                                                         blocks=range(L // 4, L // 2), batch_size=16), device)
+                                                         ks=range(L // 4 + 1, L // 2 + 1), batch_size=16), device)
         out[name] = p[:, 0] - p[:, 1]
     err = float(np.abs(out["bfloat16"] - out["float32"]).max())
     return {"queries": len(queries), "seconds": seconds, "p_diff_abs_error_max": err,

@@ -206,12 +206,21 @@ def test_an_unsupported_architecture_fails_the_dry_run(wd):
     assert snakemake(wd, "--dry-run", config=_with(models__m1__path="models/granite")).returncode == 0
 
 
-@pytest.mark.parametrize("layer_key", ["truth_probe", "truth_intervene", "refusal"])
-def test_a_layer_past_the_models_blocks_fails_the_dry_run(wd, layer_key):
-    """m1 has 2 blocks (0, 1), so 2 is out; the message says how many there are."""
-    text = dry_run_error(wd, _with(**{"models__m1__layers": {layer_key: 2}}))
-    assert f"models.m1.layers.{layer_key}: 2 is not a block of model 'm1', which has 2 blocks (0..1)" in text, text[-2000:]
-    proc = snakemake(wd, "--dry-run", config=_with(**{"models__m1__layers": {layer_key: 1}}))
+@pytest.mark.parametrize("layer_key, bad, good, allowed", [
+    ("truth_probe", 3, 2, "1..2"), ("truth_probe", 0, 1, "1..2"),  # k = 0 is the embedding: no block output
+    ("truth_intervene", 3, 2, "1..2"),
+    ("refusal", 2, 1, "0..1"),  # the input of a block: k <= L - 1
+])
+def test_a_layer_past_the_models_blocks_fails_the_dry_run(wd, layer_key, bad, good, allowed):
+    """m1 has 2 blocks, so its residual indices are k = 0..2; each key says which it takes."""
+    if bad == 0:  # below the schema's minimum: the schema's error names the key
+        text = dry_run_error(wd, _with(**{"models__m1__layers": {layer_key: bad}}))
+        assert f"models.m1.layers.{layer_key}" in text or layer_key in text, text[-2000:]
+    else:
+        text = dry_run_error(wd, _with(**{"models__m1__layers": {layer_key: bad}}))
+        assert (f"models.m1.layers.{layer_key}: k = {bad} is outside {allowed} for model 'm1', which has 2 blocks"
+                in text), text[-2000:]
+    proc = snakemake(wd, "--dry-run", config=_with(**{"models__m1__layers": {layer_key: good}}))
     assert proc.returncode == 0
 
 

@@ -69,7 +69,7 @@ def test_cache_round_trip_order_labels_and_attrs(tiny_model_dir, tmp_path):
         assert c.attrs["storage_dtype"] == "float16" and c.attrs["prompt_set"] == "statements"
         with pytest.raises(CacheError, match="k=1 not cached"):
             c.resid(1)
-    with pytest.raises(CacheError, match="attribute model"):
+    with pytest.raises(CacheError, match="model is .llama., expected .other."):
         Cache(out, expect={"model": "other"})
 
 

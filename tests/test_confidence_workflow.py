@@ -45,7 +45,7 @@ def test_default_outputs(run):
         assert (wd / "results/figures/confidence" / png).stat().st_size > 1000
     neurons = pd.read_csv(wd / "results/tables/confidence_neurons.tsv", sep="\t")
     assert set(neurons["model"]) == {"a", "b"} and len(neurons) == 2 * 64
-    assert (neurons["layer"] == 2).all() and (neurons["family"] == "f").all()
+    assert (neurons["block"] == 2).all() and (neurons["family"] == "f").all()
     selected = pd.read_csv(wd / "results/tables/confidence_entropy_neurons.tsv", sep="\t")
     assert set(map(tuple, selected[["top_norm_fraction", "n_neurons"]].drop_duplicates().values)) == {
         (0.25, 2), (0.25, 4), (0.5, 2), (0.5, 4)}

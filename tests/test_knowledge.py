@@ -396,7 +396,7 @@ def test_tidy_heatmap_and_difference_table():
     one = table[(table.source == "b") & (table.target == "b")]
     assert len(one) == 12 and set(one.k) == {1, 2, 3}
     np.testing.assert_allclose(heatmaps.matrix(one, "mean_ld"), ld[("b", "b")].mean(0).T)
-    row = one[(one.layer == 2) & (one.column == 0)].iloc[0]
+    row = one[(one.k == 3) & (one.column == 0)].iloc[0]
     assert row.position == -4 and row.role == "[s1]" and row.group == "subject"
     models = {"b": {"family": "f", "role": "base"}, "p": {"family": "f", "role": "instruct"}}
     d = heatmaps.difference_table(table, models)

@@ -79,7 +79,7 @@ def test_workflow_metrics_read_the_runs_files():
                              "instructions": ["harmful", "harmless", "harmless"],
                              "refusal_score": [0.2, 0.3, 0.7], "default_coefficient": [True, False, True]})
     metrics = floors.workflow_metrics(
-        checks_tables, truth_layers={"probe_layer_source": "best_heldout", "probe_accuracy": 0.93},
+        checks_tables, truth_layers={"probe_source": "best_heldout", "probe_accuracy": 0.93},
         direction={"how": "automatic", "rule": "fallback: no candidate passed the KL and depth filter"},
         baseline=scores, steering=steering)
     assert metrics[floors.BASE]["fewshot_acc_heldout_min"] == 0.61

@@ -21,8 +21,8 @@ PAIR_INFO = [{"source": "base", "target": "chat", "direction": "forward"},
 
 
 def layers_docs():
-    return [{"family": "f", "model": "base", "probe_k": 2, "steer_blocks": [1, 2], "scores": [0.5], "layer_convention": "k"},
-            {"family": "g", "model": "solo", "probe_k": 1, "steer_blocks": [0], "scores": [0.5], "layer_convention": "k"}]
+    return [{"family": "f", "model": "base", "probe_k": 2, "steer_k": [1, 2], "scores": [0.5], "layer_convention": "k"},
+            {"family": "g", "model": "solo", "probe_k": 1, "steer_k": [1], "scores": [0.5], "layer_convention": "k"}]
 
 
 def test_truth_transfer_rows_are_native_forward_or_backward_and_flag_the_probe_layer():
@@ -31,10 +31,10 @@ def test_truth_transfer_rows_are_native_forward_or_backward_and_flag_the_probe_l
         for eval_model in ("base", "chat"):
             for k in (1, 2, 3):
                 rows.append({"source": "base", "target": "chat", "probe": "mm", "heldout": "cities", "k": k,
-                             "layer": k - 1, "probe_model": probe_model, "eval_model": eval_model,
+                             "probe_model": probe_model, "eval_model": eval_model,
                              "accuracy": 0.9, "n": 10})
     layers = truth_tables.layers_table(layers_docs())
-    assert list(layers["steer_blocks"]) == ["1,2", "0"] and "scores" not in layers
+    assert list(layers["steer_k"]) == ["1,2", "1"] and "scores" not in layers
     table = truth_tables.transfer_table([pd.DataFrame(rows)], MODELS, layers, PAIR_INFO)
     expected = {("base", "base"): "native", ("chat", "chat"): "native", ("base", "chat"): "forward",
                 ("chat", "base"): "backward"}
@@ -51,7 +51,7 @@ def test_truth_tables_of_families_of_one_are_empty_with_their_columns():
     assert transfer.empty and {"direction", "family", "at_probe_layer", "probe_model"} <= set(transfer.columns)
     assert cosine.empty and {"cosine", "family"} <= set(cosine.columns)
     accuracy = truth_tables.accuracy_table(
-        [pd.DataFrame({"model": ["solo"] * 2, "probe": "mm", "heldout": "cities", "k": [1, 2], "layer": [0, 1],
+        [pd.DataFrame({"model": ["solo"] * 2, "probe": "mm", "heldout": "cities", "k": [1, 2],
                        "accuracy": [0.7, 0.8], "n": 10})], MODELS, layers)
     assert list(accuracy.columns[:3]) == ["model", "family", "role"] and list(accuracy["at_probe_layer"]) == [True, False]
 

@@ -182,18 +182,21 @@ def test_choose_layers_best_heldout_config_and_relative_intervention():
                         "accuracy": [1.0, 1.0, 0.6, 0.7, 0.9, 0.9, 0.95, 0.85, 0.8, 0.8]})
     # k=0 (embeddings) is never chosen; k=2 and k=3 tie at 0.9: the shallower wins
     c = truth.choose_layers(acc, n_layers=4, intervene_fraction=0.25)
-    assert (c["probe_k"], c["probe_layer"], c["probe_layer_source"]) == (2, 1, "best_heldout")
-    assert c["intervene_layer"] == 1 and c["steer_blocks"] == [1]
+    assert (c["probe_k"], c["probe_source"]) == (2, "best_heldout")
+    # the intervention starts at the output of block round(0.25 * 4) = 1, k = 2
+    assert c["intervene_k"] == 2 and c["steer_k"] == [2] and c["intervene_source"] == "fraction"
     assert c["scores"] == {1: pytest.approx(0.65), 2: pytest.approx(0.9), 3: pytest.approx(0.9), 4: pytest.approx(0.8)}
-    # the paper's Llama-3.1 setting: probe layer 12, intervene 8 -> blocks 8..12, k = 13
+    # the paper's Llama-3.1 setting: truth layer 12 (k = 13), steering from layer 8 (k = 9)
     acc32 = pd.DataFrame({"probe": "mm", "heldout": "a", "k": range(1, 33), "accuracy": 0.5})
-    c = truth.choose_layers(acc32, n_layers=32, probe_layer=12)
-    assert c["probe_k"] == 13 and c["steer_blocks"] == [8, 9, 10, 11, 12] and c["probe_layer_source"] == "config"
-    # an intervention start after the probe layer is clamped to it
-    c = truth.choose_layers(acc32, n_layers=32, probe_layer=5, intervene_layer=9)
-    assert c["steer_blocks"] == [5]
-    with pytest.raises(truth.TruthError, match="outside"):
-        truth.choose_layers(acc32, n_layers=32, probe_layer=32)
+    c = truth.choose_layers(acc32, n_layers=32, probe_k=13)
+    assert c["probe_k"] == 13 and c["steer_k"] == [9, 10, 11, 12, 13] and c["probe_source"] == "config"
+    assert c["steer_k"] == [l + 1 for l in range(8, 13)]  # the paper's blocks 8..12, as k
+    # an intervention start after the probe is clamped to it
+    c = truth.choose_layers(acc32, n_layers=32, probe_k=6, intervene_k=10)
+    assert c["steer_k"] == [6] and c["intervene_source"] == "config"
+    for bad in (0, 33):  # k = 0 is the embedding output, no block's; k = 33 is past the last block
+        with pytest.raises(truth.TruthError, match="outside"):
+            truth.choose_layers(acc32, n_layers=32, probe_k=bad)
 
 
 def test_pca_plane_holds_the_truth_direction():
@@ -231,9 +234,3 @@ def test_steering_scores_follow_the_paper_formula():
     assert steering_scores(labels, base, base).set_index("subset").loc["average", "score"] == 0
     full = steering_scores(labels, base, np.array([-1, -1, 1, 1.0])).set_index("subset")
     assert full.loc["average", "score"] == pytest.approx(1) and full.loc["average", "flip_rate"] == 1
-
-
-def test_with_block_layer_names_the_block():
-    t = truth.with_block_layer(pd.DataFrame({"k": [0, 1, 13], "x": [1, 2, 3]}))
-    assert list(t.columns) == ["k", "layer", "x"]
-    assert t["layer"].isna().tolist() == [True, False, False] and t["layer"].iloc[2] == 12

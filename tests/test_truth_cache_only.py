@@ -82,14 +82,14 @@ def test_cache_only_steps_load_no_model(caches, no_model_loading, tmp_path):
                    params={"settings": settings}, wildcards={"model": model})
     acc = pd.read_csv(out / "base" / "probes.tsv", sep="\t")
     assert set(acc["k"]) == {0, 1, 2, 3} and set(acc["heldout"]) == set(names)
-    assert acc["layer"].isna().sum() == (acc["k"] == 0).sum()
+    assert "layer" not in acc  # one layer convention: k only
 
     run_script("truth/layers.py", input={"table": f"{out}/base/probes.tsv", "probes": f"{out}/base/probes.npz"},
                output={"json": f"{out}/layers.json"},
-               params={"settings": {"family": "f", "model": "base", "probe": "mm", "probe_layer": None,
-                                    "intervene_layer": None, "intervene_fraction": 0.25}})
+               params={"settings": {"family": "f", "model": "base", "probe": "mm", "probe_k": None,
+                                    "intervene_k": None, "intervene_fraction": 0.25}})
     layers = json.loads((out / "layers.json").read_text())
-    assert layers["probe_layer_source"] == "best_heldout" and 1 <= layers["probe_k"] <= 3
+    assert layers["probe_source"] == "best_heldout" and 1 <= layers["probe_k"] <= 3
     assert layers["scores"][str(layers["probe_k"])] == max(layers["scores"].values())
 
     run_script("truth/transfer.py",

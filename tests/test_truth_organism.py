@@ -66,7 +66,7 @@ def test_a_large_multiple_of_the_truth_direction_flips_the_answer(organism_probe
     signs = st.signs_for(labels)
     v = out["organism-base"][1].steering_vector("mm", "cities", layers["probe_k"])
     base = st.p_true_false(adapter, ids, suffix, signs)
-    steered = st.p_true_false(adapter, ids, suffix, signs, vector=v, blocks=layers["steer_blocks"],
+    steered = st.p_true_false(adapter, ids, suffix, signs, vector=v, ks=layers["steer_k"],
                               offsets=[0, -1], coefficient=8.0)
     scores = st.steering_scores(labels, base[:, 0] - base[:, 1], steered[:, 0] - steered[:, 1]).set_index("subset")
     assert scores.loc["true_to_false", "score"] > 0.5 and scores.loc["false_to_true", "score"] > 0.5

@@ -62,11 +62,11 @@ def test_zero_vector_reproduces_the_baseline_exactly(arch, tiny_model_dir):
     _, _, ids, suffix, _, signs = _prompts(adapter, statements())
     base = st.p_true_false(adapter, ids, suffix, signs, batch_size=4)
     zero = st.p_true_false(adapter, ids, suffix, signs, vector=np.zeros(adapter.d_model),
-                           blocks=range(adapter.n_layers), offsets=[0, -1], batch_size=4)
+                           ks=range(1, adapter.n_layers + 1), offsets=[0, -1], batch_size=4)
     np.testing.assert_array_equal(zero, base)
     # (random, not constant: LayerNorm would remove a constant vector)
     some = st.p_true_false(adapter, ids, suffix, signs, vector=np.random.default_rng(0).normal(size=adapter.d_model),
-                           blocks=[0], offsets=[0, -1], batch_size=4)
+                           ks=[1], offsets=[0, -1], batch_size=4)
     assert np.abs(some - base).max() > 1e-6  # so the equality above can fail
 
 
@@ -81,13 +81,13 @@ def test_the_vector_lands_on_the_statement_last_two_tokens(tiny_model_dir):
 
     seen = []
 
-    def record(module, args, kwargs):  # the input of block 1 = the output of block 0
+    def record(module, args, kwargs):  # the input of block 1 = the output of block 0 = k 1
         seen.append((args[0] if args else kwargs["hidden_states"]).clone())
 
     vector = np.random.default_rng(0).normal(size=adapter.d_model)
     for v in (None, vector):
         with hooked([(adapter.blocks[1], "pre", record)]):
-            st.p_true_false(adapter, ids, suffix, signs, vector=v, blocks=[0], offsets=[0, -1],
+            st.p_true_false(adapter, ids, suffix, signs, vector=v, ks=[1], offsets=[0, -1],
                             coefficient=2.0, batch_size=len(ids))
     n_groups = len(seen) // 2
     for base, steered in zip(seen[:n_groups], seen[n_groups:]):
@@ -116,10 +116,10 @@ def _reading_model(tiny_model_dir, alpha=3.0):
 def test_a_large_multiple_drives_p_diff_to_minus_one_on_true_and_plus_one_on_false(tiny_model_dir):
     adapter, u = _reading_model(tiny_model_dir)
     _, _, ids, suffix, labels, signs = _prompts(adapter, statements())
-    last = adapter.n_layers - 1
-    # the last block's output at the query's last token (offset = suffix length) is what
-    # the unembedding reads: subtracting u on true statements must push them to FALSE
-    kw = dict(blocks=[last], offsets=[suffix[0]], batch_size=8)
+    # the last residual k = L (the last block's output) at the query's last token (offset =
+    # suffix length) is what the unembedding reads: subtracting u on true statements must
+    # push them to FALSE
+    kw = dict(ks=[adapter.n_layers], offsets=[suffix[0]], batch_size=8)
     base = st.p_true_false(adapter, ids, suffix, signs, batch_size=8)
     small = st.p_true_false(adapter, ids, suffix, signs, vector=u, coefficient=0.01, **kw)
     large = st.p_true_false(adapter, ids, suffix, signs, vector=u, coefficient=1e4, **kw)
@@ -140,7 +140,10 @@ def test_offsets_past_the_query_end_and_wrong_widths_are_errors(tiny_model_dir):
     adapter = _adapter(tiny_model_dir)
     _, _, ids, suffix, _, signs = _prompts(adapter, statements())
     with pytest.raises(st.SteeringError, match="reach past"):
-        st.p_true_false(adapter, ids, suffix, signs, vector=np.zeros(adapter.d_model), blocks=[0],
+        st.p_true_false(adapter, ids, suffix, signs, vector=np.zeros(adapter.d_model), ks=[1],
                         offsets=[suffix[0] + 1])
     with pytest.raises(st.SteeringError, match="width"):
-        st.p_true_false(adapter, ids, suffix, signs, vector=np.zeros(3), blocks=[0])
+        st.p_true_false(adapter, ids, suffix, signs, vector=np.zeros(3), ks=[1])
+    for k in (0, adapter.n_layers + 1):  # the embedding output is no block's output; past the last block
+        with pytest.raises(st.SteeringError, match="outside the block outputs"):
+            st.p_true_false(adapter, ids, suffix, signs, vector=np.zeros(adapter.d_model), ks=[k])

@@ -36,5 +36,5 @@ means = cf.mean_activations(model, ids, batch_size=s["batch_size"])
 effects = cf.ablation_effects(model, ids, targets["neuron"].tolist(), means, batch_size=s["batch_size"],
                               log=log.info)
 effects = targets.merge(effects, on="neuron").merge(stats[["neuron", "norm", "logit_var"]], on="neuron")
-effects.insert(0, "layer", model.n_layers - 1)  # block index of the last decoder block
+effects.insert(0, "block", model.n_layers - 1)  # the decoder block whose MLP holds the neurons (it writes k = L)
 io.write_table(effects, snakemake.output.tsv)

@@ -21,11 +21,8 @@ from typing import Any
 import torch
 
 from .architectures import ARCHITECTURES, UnsupportedArchitecture, architecture_of
+from .layers import LAYER_CONVENTION  # noqa: F401 (re-exported)
 
-LAYER_CONVENTION = (
-    "k=0..L: k=0 embedding output (input of block 0), k=l+1 output of decoder block l, "
-    "before the final norm; paper truth layer l -> k=l+1, refusal resid_pre l -> k=l"
-)
 
 DEFAULT_BASE_TEMPLATE = "User: {instruction}\nAssistant:"
 

@@ -180,11 +180,19 @@ def layout_problem(folder: Path) -> str:
     return ""
 
 
+# models.<m>.layers: key -> (lowest k, highest k, what k is there) for a model of L blocks
+LAYER_RANGES = {
+    "truth_probe": lambda L: (1, L, "the probe reads the output of block k - 1"),
+    "truth_intervene": lambda L: (1, L, "steering adds to the outputs of blocks k - 1 .. truth_probe - 1"),
+    "refusal": lambda L: (0, L - 1, "the refusal direction is read and added at the input of block k"),
+}
+
+
 def check_model(name: str, spec: dict, prompt_sets: dict) -> None:
     """What the model's config.json says against the config: a transformers model folder,
     an architecture the adapter supports, a chat template (or models.<m>.template) for a
-    post-trained local model when instructions are rendered, ``models.<m>.layers`` (block
-    indices l) within its blocks and cached residual indices within 0..L."""
+    post-trained local model when instructions are rendered, ``models.<m>.layers`` (residual
+    indices k) within the model's (LAYER_RANGES) and cached residual indices within 0..L."""
     from .architectures import ARCHITECTURES
     from .resources import config_value, model_folder, read_config
 
@@ -212,9 +220,10 @@ def check_model(name: str, spec: dict, prompt_sets: dict) -> None:
     if n is None:
         return
     for layer_key, value in (spec.get("layers") or {}).items():
-        if not 0 <= value < n:
-            raise ConfigError(f"models.{name}.layers.{layer_key}: {value} is not a block of model {name!r}, "
-                              f"which has {n} blocks (0..{n - 1})")
+        low, high, what = LAYER_RANGES[layer_key](n)
+        if not low <= value <= high:
+            raise ConfigError(f"models.{name}.layers.{layer_key}: k = {value} is outside {low}..{high} for model "
+                              f"{name!r}, which has {n} blocks ({what})")
     for ps_name, ps in prompt_sets.items():
         layers = ps.get("layers", "all")
         past = [k for k in (layers if isinstance(layers, list) else []) if k > n]

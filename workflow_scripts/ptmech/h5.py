@@ -15,7 +15,7 @@ import os
 import h5py
 import numpy as np
 
-from .adapter import LAYER_CONVENTION
+from .layers import LAYER_CONVENTION
 
 
 def attr_value(value):

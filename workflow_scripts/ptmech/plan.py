@@ -340,7 +340,7 @@ class TruthPlan(_Stage):
         base = self.plan.family_base(family)
         layers = self.plan.spec(base).get("layers", {})
         return {"family": family, "model": base, "probe": self.s["direction_probe"],
-                "probe_layer": layers.get("truth_probe"), "intervene_layer": layers.get("truth_intervene"),
+                "probe_k": layers.get("truth_probe"), "intervene_k": layers.get("truth_intervene"),
                 "intervene_fraction": self.s["intervene_fraction"]}
 
     def pair_input(self, source: str, target: str) -> dict:

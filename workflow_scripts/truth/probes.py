@@ -10,6 +10,6 @@ table, probes = truth.sweep_caches(dict(zip(s["cache_datasets"], snakemake.input
                                    train_datasets=s["train_datasets"], model=model, kinds=s["probes"],
                                    lr_settings=s["lr_probe"], mm_settings=s["mm_probe"], log=log.info)
 table.insert(0, "model", model)
-io.write_table(truth.with_block_layer(table), snakemake.output.table)
+io.write_table(table, snakemake.output.table)
 with io.atomic_path(snakemake.output.probes) as tmp:
     probes.save(tmp)

@@ -11,7 +11,7 @@ from ptmech.truth import probes as truth, steering as st
 log = logs.to_file(snakemake.log[0])
 w, s, inp = snakemake.wildcards, snakemake.params.settings, snakemake.input
 layers = json.loads(open(inp.layers).read())
-k, blocks = layers["probe_k"], layers["steer_blocks"]
+k, steer_k = layers["probe_k"], layers["steer_k"]
 vector = truth.ProbeSet.load(inp.probes).steering_vector(s["probe"], w.dataset, k)
 
 table = data.load_table(inp.data)
@@ -22,13 +22,13 @@ labels = rows["label"].to_numpy().astype(int)
 signs = st.signs_for(labels)
 
 model = ad.load_model(w.target, snakemake.params.model, device=s["device"])
-log.info("%s steered with %s's direction (k=%d, |v|=%.3f) at blocks %s, offsets %s, coefficient %g: "
-         "%d statements of %s, %d demos", w.target, w.source, k, np.linalg.norm(vector), blocks, s["offsets"],
+log.info("%s steered with %s's direction (k=%d, |v|=%.3f) added at k %s, offsets %s, coefficient %g: "
+         "%d statements of %s, %d demos", w.target, w.source, k, np.linalg.norm(vector), steer_k, s["offsets"],
          s["coefficient"], len(rows), w.dataset, len(demos))
 ids, suffix = st.encode_queries(model, queries)
 kw = dict(batch_size=s["batch_size"], multi_token=s["multi_token_answers"])
 base = st.p_true_false(model, ids, suffix, signs, **kw)
-steered = st.p_true_false(model, ids, suffix, signs, vector=vector, blocks=blocks, offsets=s["offsets"],
+steered = st.p_true_false(model, ids, suffix, signs, vector=vector, ks=steer_k, offsets=s["offsets"],
                           coefficient=s["coefficient"], **kw)
 
 out = pd.DataFrame({
@@ -43,7 +43,7 @@ scores = st.steering_scores(labels, out["p_diff_base"], out["p_diff_steered"])
 log.info("scores:\n%s", scores.to_string(index=False))
 summary = {
     "target": w.target, "source": w.source, "dataset": w.dataset, "probe": s["probe"],
-    "probe_k": k, "probe_layer": k - 1, "steer_blocks": blocks, "offsets": s["offsets"],
+    "probe_k": k, "steer_k": steer_k, "offsets": s["offsets"],
     "coefficient": s["coefficient"], "vector_norm": float(np.linalg.norm(vector)),
     "demos": [list(d) for d in demos], "n_statements": len(rows),
     "scores": scores.replace({np.nan: None}).to_dict("records"),

@@ -20,7 +20,7 @@ for table_file, summary_file in zip(snakemake.input.tables, snakemake.input.summ
         "source": source, "target": target, "family": models[target]["family"],
         "direction": "native" if source == target else direction[(source, target)],
         "dataset": summary["dataset"], "probe": summary["probe"], "probe_k": summary["probe_k"],
-        "probe_layer": summary["probe_layer"], "steer_blocks": ",".join(map(str, summary["steer_blocks"])),
+        "steer_k": ",".join(map(str, summary["steer_k"])),
         "coefficient": summary["coefficient"],
     }
     for key, value in reversed(meta.items()):

@@ -24,7 +24,7 @@ transfer["eval_model"] = transfer["eval_model"].map(names)
 for t in (transfer, cosine):
     t.insert(0, "target", w.target)
     t.insert(0, "source", w.source)
-io.write_table(truth.with_block_layer(transfer), snakemake.output.transfer)
-io.write_table(truth.with_block_layer(cosine), snakemake.output.cosine)
+io.write_table(transfer, snakemake.output.transfer)
+io.write_table(cosine, snakemake.output.cosine)
 first = cosine[cosine["heldout"] == s["datasets"][0]]
 log.info("cosine per k (held out %s): %s", s["datasets"][0], dict(zip(first["k"], first["cosine"].round(3))))

@@ -2,9 +2,9 @@
 normalisation, difference heatmaps between models with per-role-group statistics, and
 their figures.
 
-A heatmap is ``[L, T]``: row ``l`` = decoder block l (the paper's layer l, residual index
-k = l + 1), column ``j`` = position j - T of the patched window (earliest first; the last
-column is the last token).
+A heatmap is ``[L, T]``: row ``i`` = residual index k = i + 1 (the output of decoder block
+i, the paper's layer i; patching replaces block outputs, so k = 1..L), column ``j`` =
+position j - T of the patched window (earliest first; the last column is the last token).
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ def binned(heatmap: np.ndarray, bins: int = 20) -> np.ndarray:
 
 
 def tidy_heatmap(ld: np.ndarray, columns: Sequence[dict], bins: int = 20) -> pd.DataFrame:
-    """One row per (block, position) cell of ``ld`` [P, T, L]: ``layer`` (block), ``k``
-    (residual index), ``position``, ``column``, ``role``, ``group``, ``mean_ld``,
+    """One row per (k, position) cell of ``ld`` [P, T, L]: ``k`` (residual index 1..L, the
+    output of block k - 1), ``position``, ``column``, ``role``, ``group``, ``mean_ld``,
     ``sem_ld`` (standard error over pairs) and ``normalised`` (``binned``)."""
     P, T, L = ld.shape
     mean = mean_heatmap(ld)
@@ -52,7 +52,7 @@ def tidy_heatmap(ld: np.ndarray, columns: Sequence[dict], bins: int = 20) -> pd.
     rows = []
     for l in range(L):
         for j in range(T):
-            rows.append({"layer": l, "k": l + 1, "position": j - T, "column": j, "role": columns[j]["role"],
+            rows.append({"k": l + 1, "position": j - T, "column": j, "role": columns[j]["role"],
                          "group": columns[j]["group"], "mean_ld": mean[l, j], "sem_ld": sem[l, j],
                          "normalised": norm[l, j]})
     return pd.DataFrame(rows)
@@ -60,7 +60,7 @@ def tidy_heatmap(ld: np.ndarray, columns: Sequence[dict], bins: int = 20) -> pd.
 
 def matrix(table: pd.DataFrame, value: str) -> np.ndarray:
     """[L, T] of column ``value`` from one heatmap's tidy rows."""
-    return table.pivot(index="layer", columns="column", values=value).sort_index().sort_index(axis=1).to_numpy()
+    return table.pivot(index="k", columns="column", values=value).sort_index().sort_index(axis=1).to_numpy()
 
 
 def group_statistics(x: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> list[dict]:
@@ -127,11 +127,11 @@ def _heatmap(ax, m: np.ndarray, roles: Sequence[str], vmin: float, vmax: float, 
 
     sns.heatmap(m, ax=ax, cmap="RdBu_r", center=0, vmin=vmin, vmax=vmax, cbar=cbar,
                 cbar_kws={"label": cbar_label} if cbar else None,
-                xticklabels=list(roles), yticklabels=[str(l) if l % max(1, len(m) // 16) == 0 else ""
-                                                     for l in range(len(m))])
+                xticklabels=list(roles), yticklabels=[str(i + 1) if i % max(1, len(m) // 16) == 0 else ""
+                                                     for i in range(len(m))])
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("")
-    ax.set_ylabel("layer (block)")
+    ax.set_ylabel("k (output of block k - 1)")
     ax.tick_params(axis="x", labelrotation=90, labelsize=7)
     ax.tick_params(axis="y", labelrotation=0, labelsize=7)
 
@@ -150,7 +150,7 @@ def plot_heatmaps(heatmaps: pd.DataFrame, models: Sequence[str], value: str, pat
 
     n = len(models)
     T = heatmaps["column"].nunique()
-    L = heatmaps["layer"].nunique()
+    L = heatmaps["k"].nunique()
     fig, axes = plt.subplots(n, n, figsize=(1.2 + 0.32 * T * n + 1.2 * n, 1.0 + (0.18 * L + 1.6) * n),
                              squeeze=False)
     if value == "normalised":
@@ -188,7 +188,7 @@ def plot_differences(heatmaps: pd.DataFrame, differences: pd.DataFrame, path: st
     keys = differences.drop_duplicates(["base", "post"])[["base", "post"]].values.tolist()
     comps = [c for c in COMPARISONS if c in set(differences["comparison"])]
     T = heatmaps["column"].nunique()
-    L = heatmaps["layer"].nunique()
+    L = heatmaps["k"].nunique()
     nr, nc = max(1, len(keys)), max(1, len(comps))
     fig, axes = plt.subplots(nr, nc, figsize=(1.5 + (0.32 * T + 1.4) * nc, 1.0 + (0.18 * L + 2.0) * nr), squeeze=False)
     for ax in axes.ravel():

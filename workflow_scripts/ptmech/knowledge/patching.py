@@ -8,9 +8,9 @@ this shows where the model recalls the fact. Cross-model patching takes the true
 a source model A and patches it into a target model B of the same family (same
 tokenizer): A's activations come from a file (``write_sources``), so only B is loaded.
 
-Layer convention: block ``l`` (0..L-1) is the paper's "layer l"; its output is the
-residual index ``k = l + 1`` of ptmech's convention (``ptmech.adapter.LAYER_CONVENTION``),
-before the final norm. Position axes run over the last ``T`` positions, earliest first:
+Layer convention: files and tables index layers by the residual index ``k`` (ptmech.layers):
+patching replaces the output of block ``k - 1`` (the paper's "layer k - 1"), so their layer
+axis is ``k = 1..L``; the code below hooks blocks, and says so. Position axes run over the last ``T`` positions, earliest first:
 index ``j`` is position ``j - T`` (the last entry is the last token, ``-1``).
 
 The grid of one pair runs batched (``patch_grid``): the false prompt is replicated, row
@@ -47,7 +47,8 @@ from ..residual import hooked, left_pad
 
 SOURCES_FORMAT = "ptmech-patch-sources/1"
 PATCHING_FORMAT = "ptmech-patching/1"
-BLOCK_AXIS = "block l = 0..L-1 (paper layer l), its output = residual index k = l + 1, before the final norm"
+# the layer axis of every patching file: residual indices k = 1..L (patching replaces block outputs)
+K_AXIS = "residual index k = 1..L: the output of block k - 1 (the paper's layer k - 1), before the final norm"
 
 
 class PatchingError(RuntimeError):
@@ -334,7 +335,7 @@ def write_sources(adapter: ModelAdapter, pairs: Sequence[dict], path: str | os.P
                   log: Callable[[str], None] = print) -> None:
     """The patching source file of one model on one dataset's pairs (METHODS.md §3.6):
 
-    ``true_resid`` [P, L, T, d]  every block's output of the true run at positions -T..-1
+    ``true_resid`` [P, L, T, d]  the true run at k = 1..L (every block output), positions -T..-1
     ``true_top`` / ``false_top`` [P] int64  the model's most likely next token on each prompt
     ``true_ld`` / ``false_ld`` [P] float32  the model's clean LDs on the pair's prompts, for
         ``answers`` (TRUE, FALSE) or, when None (completion queries), for this model's own
@@ -372,7 +373,8 @@ def write_sources(adapter: ModelAdapter, pairs: Sequence[dict], path: str | os.P
             "format": SOURCES_FORMAT,
             **h5.provenance(adapter, storage_dtype),
             "positions": list(range(-n_positions, 0)),
-            "layer_axis": BLOCK_AXIS,
+            "layer_axis": K_AXIS,
+            "k": list(range(1, L + 1)),
             "answer_ids": list(answers) if answers is not None else "completion: true_top vs false_top",
             "seconds": progress.elapsed,
             **(attrs or {}),
@@ -419,8 +421,9 @@ def write_patching(path: str | os.PathLike, ld: np.ndarray, arrays: dict[str, np
         f["ld"] = ld.astype(np.float32)
         for name, values in arrays.items():
             f[name] = np.asarray(values)
-        h5.write_attrs(f, {"format": PATCHING_FORMAT, "layer_axis": BLOCK_AXIS, "layer_convention": LAYER_CONVENTION,
-                           "ld_axes": "pair, position (-T..-1, earliest first), block", **attrs, "complete": True})
+        h5.write_attrs(f, {"format": PATCHING_FORMAT, "layer_axis": K_AXIS, "k": list(range(1, ld.shape[2] + 1)),
+                           "layer_convention": LAYER_CONVENTION,
+                           "ld_axes": "pair, position (-T..-1, earliest first), k (1..L)", **attrs, "complete": True})
 
 
 def read_patching(path: str | os.PathLike) -> dict:

@@ -151,7 +151,7 @@ def workflow_metrics(checks: dict[str, pd.DataFrame], truth_layers: dict | None 
     ``operation, instructions, refusal_score, default_coefficient``). Missing parts are
     left out (their floors are not evaluated)."""
     metrics = {m: behaviour_metrics(t) for m, t in checks.items()}
-    if truth_layers is not None and BASE in metrics and truth_layers.get("probe_layer_source") == "best_heldout":
+    if truth_layers is not None and BASE in metrics and truth_layers.get("probe_source") == "best_heldout":
         metrics[BASE]["probe_accuracy"] = float(truth_layers["probe_accuracy"])
     if direction is not None and baseline is not None and steering is not None and INSTRUCT in metrics:
         def rate(table, operation, instructions):

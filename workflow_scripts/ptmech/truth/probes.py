@@ -26,6 +26,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..layers import LAYER_CONVENTION
+
 PROBE_KINDS = ("mm", "lr")
 
 
@@ -338,47 +340,44 @@ def choose_layers(
     accuracy: pd.DataFrame,
     n_layers: int,
     probe: str = "mm",
-    probe_layer: int | None = None,
-    intervene_layer: int | None = None,
+    probe_k: int | None = None,
+    intervene_k: int | None = None,
     intervene_fraction: float = 0.25,
 ) -> dict:
-    """The probe layer and the intervention layers of a family.
+    """The probe layer and the steered layers of a family, as residual indices k.
 
-    ``accuracy``: the base model's sweep (``probe, heldout, k, accuracy``). The probe layer
-    is ``probe_layer`` (the paper's truth layer l = block index, residual index l+1) when
-    given, else the residual index with the best mean held-out accuracy of ``probe``
-    (k >= 1, the shallowest on ties). The intervention starts at block
-    ``intervene_layer``, else at ``round(intervene_fraction * n_layers)``, and never after
-    the probe layer. Returns a JSON-ready dict with the mean accuracy per ``k`` (the scores)."""
+    ``accuracy``: the base model's sweep (``probe, heldout, k, accuracy``). The probe reads
+    residual ``probe_k`` when given (1..L; the paper's truth layer l is k = l + 1), else the
+    k with the best mean held-out accuracy of ``probe`` (k >= 1, the shallowest on ties).
+    Steering adds to every residual from ``intervene_k``, else from
+    ``round(intervene_fraction * n_layers) + 1`` (the output of block round(f L)), up to
+    the probe's k, never starting after it. Returns a JSON-ready dict with the mean accuracy
+    per k (the scores)."""
     sub = accuracy[(accuracy["probe"] == probe) & (accuracy["k"] >= 1)]
     if sub.empty:
         raise TruthError(f"no {probe} probe accuracies at residual indices k >= 1")
     scores = sub.groupby("k")["accuracy"].mean().sort_index()
-    if probe_layer is None:
+    if probe_k is None:
         best = float(scores.max())
-        k_probe = int(scores.index[np.flatnonzero(np.isclose(scores.to_numpy(), best, rtol=0, atol=1e-12))[0]])
+        probe_k = int(scores.index[np.flatnonzero(np.isclose(scores.to_numpy(), best, rtol=0, atol=1e-12))[0]])
         source = "best_heldout"
     else:
-        if not 0 <= probe_layer < n_layers:
-            raise TruthError(f"truth probe layer {probe_layer} outside the model's blocks 0..{n_layers - 1}")
-        k_probe = probe_layer + 1
+        if not 1 <= probe_k <= n_layers:
+            raise TruthError(f"truth probe k = {probe_k} outside the model's block outputs k = 1..{n_layers}")
         source = "config"
-    layer_probe = k_probe - 1
-    if intervene_layer is None:
-        layer_int = int(round(intervene_fraction * n_layers))
-        int_source = "fraction"
+    if intervene_k is None:
+        intervene_k, int_source = int(round(intervene_fraction * n_layers)) + 1, "fraction"
     else:
-        layer_int, int_source = int(intervene_layer), "config"
-    layer_int = max(0, min(layer_int, layer_probe))
+        int_source = "config"
+    intervene_k = max(1, min(int(intervene_k), probe_k))
     return {
-        "probe_k": k_probe, "probe_layer": layer_probe, "probe_layer_source": source,
-        "intervene_layer": layer_int, "intervene_k": layer_int + 1, "intervene_layer_source": int_source,
-        "steer_blocks": list(range(layer_int, layer_probe + 1)),
+        "probe_k": int(probe_k), "probe_source": source,
+        "intervene_k": intervene_k, "intervene_source": int_source,
+        "steer_k": list(range(intervene_k, probe_k + 1)),
         "n_layers": n_layers, "probe": probe,
-        "probe_accuracy": float(scores.get(k_probe, float("nan"))),
+        "probe_accuracy": float(scores.get(probe_k, float("nan"))),
         "scores": {int(k): float(v) for k, v in scores.items()},
-        "layer_convention": "k = residual index (k = l + 1 is the output of block l); "
-                            "layer = block index = the paper's truth layer",
+        "layer_convention": LAYER_CONVENTION,
     }
 
 
@@ -484,15 +483,6 @@ def check_same_statements(caches_a: Mapping, caches_b: Mapping) -> None:
         if ta != tb:
             raise TruthError(f"dataset {ds!r}: the two models' caches hold different statements "
                              f"({caches_a[ds].path} / {caches_b[ds].path})")
-
-
-def with_block_layer(table: pd.DataFrame) -> pd.DataFrame:
-    """Add ``layer`` (the block whose output residual index ``k`` is, k - 1 = the paper's
-    truth layer; empty for the embeddings k = 0) right after ``k``."""
-    table = table.copy()
-    layer = pd.array([k - 1 if k >= 1 else pd.NA for k in table["k"]], dtype="Int64")
-    table.insert(table.columns.get_loc("k") + 1, "layer", layer)
-    return table
 
 
 def pca_table(acts: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray],

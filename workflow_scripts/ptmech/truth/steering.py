@@ -3,7 +3,8 @@ residual stream at the statement's last tokens of a few-shot TRUE/FALSE query an
 how far P(" TRUE") - P(" FALSE") at the last position moves.
 
 The paper's intervention: the vector ``v`` (``mu_T - mu_F`` at the probe layer) times a
-coefficient is added to the outputs of blocks ``intervene_layer .. probe_layer`` at the
+coefficient is added to the residual at every k = ``intervene_k .. probe_k`` (the outputs of
+blocks k - 1; the paper's blocks 8..12 are k = 9..13) at the
 statement's final token (offset 0, the "." ) and the token before it (offset -1); it is
 *subtracted* on true statements (pushing towards FALSE) and *added* on false ones. Nothing
 is added at the `` This statement is:`` suffix.
@@ -105,7 +106,7 @@ def p_true_false(
     suffix_lengths: Sequence[int],
     signs: Sequence[int],
     vector: np.ndarray | torch.Tensor | None = None,
-    blocks: Sequence[int] = (),
+    ks: Sequence[int] = (),
     offsets: Sequence[int] = (0, -1),
     coefficient: float = 1.0,
     batch_size: int = 16,
@@ -113,8 +114,9 @@ def p_true_false(
 ) -> np.ndarray:
     """[N, 2] P(" TRUE") and P(" FALSE") (softmax over the whole vocabulary; their first
     tokens where the tokenizer splits them, per ``multi_token``) at each
-    query's last token, with ``sign * coefficient * vector`` added to the outputs of
-    ``blocks`` at the statement-relative ``offsets`` (no vector: the baseline).
+    query's last token, with ``sign * coefficient * vector`` added to the residual at each
+    index k in ``ks`` (1..L: the output of block k - 1) at the statement-relative
+    ``offsets`` (no vector: the baseline).
 
     ``signs`` [N]: +1 adds, -1 subtracts. Queries are run in groups of equal (sign, suffix
     length) whatever ``vector`` is, so the baseline and a zero vector batch identically."""
@@ -126,9 +128,9 @@ def p_true_false(
         vector = torch.as_tensor(np.asarray(vector), dtype=torch.float32)
         if vector.shape != (adapter.d_model,):
             raise SteeringError(f"steering vector of shape {tuple(vector.shape)} for a model of width {adapter.d_model}")
-        bad = [b for b in blocks if not 0 <= b < adapter.n_layers]
+        bad = [k for k in ks if not 1 <= k <= adapter.n_layers]
         if bad:
-            raise SteeringError(f"blocks {bad} outside 0..{adapter.n_layers - 1}")
+            raise SteeringError(f"residual indices k = {bad} outside the block outputs 1..{adapter.n_layers}")
     out = np.empty((len(ids), 2), dtype=np.float64)
     for sign in sorted(set(signs.tolist())):
         for s in sorted(set(suffix_lengths[signs == sign].tolist())):
@@ -139,7 +141,7 @@ def p_true_false(
                 if any(p >= 0 for p in positions):
                     raise SteeringError(f"offsets {list(offsets)} reach past the query's end (suffix of {s} tokens)")
                 v = (sign * coefficient * vector).to(adapter.device, adapter.dtype)
-                regs = [(adapter.blocks[b], "forward", add_vector(positions, v)) for b in blocks]
+                regs = [(adapter.blocks[k - 1], "forward", add_vector(positions, v)) for k in ks]
             with hooked(regs):
                 logits = last_logits(adapter, ids=[ids[i] for i in idx], batch_size=batch_size)
             probs = torch.softmax(logits.double(), dim=-1)

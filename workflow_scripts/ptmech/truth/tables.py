@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-ACCURACY_COLUMNS = ["model", "probe", "heldout", "k", "layer", "accuracy", "n"]
-PAIR_COLUMNS = ["source", "target", "probe", "heldout", "k", "layer"]
+ACCURACY_COLUMNS = ["model", "probe", "heldout", "k", "accuracy", "n"]
+PAIR_COLUMNS = ["source", "target", "probe", "heldout", "k"]
 TRANSFER_COLUMNS = PAIR_COLUMNS + ["probe_model", "eval_model", "accuracy", "n"]
 COSINE_COLUMNS = PAIR_COLUMNS + ["cosine"]
 
@@ -21,7 +21,7 @@ def concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
 def layers_table(docs: list[dict]) -> pd.DataFrame:
     """One row per family from its layers.json (without the sweep scores)."""
     layers = pd.DataFrame(docs).drop(columns=["scores", "layer_convention"])
-    layers["steer_blocks"] = layers["steer_blocks"].map(lambda b: ",".join(map(str, b)))
+    layers["steer_k"] = layers["steer_k"].map(lambda ks: ",".join(map(str, ks)))
     return layers
 
 
