@@ -40,10 +40,6 @@ def confidence_family_meta(w):
     return PLAN.model_info(PLAN.families()[w.family])
 
 
-def confidence_family_models(w):
-    return PLAN.families()[w.family]
-
-
 def confidence_pairs(w):
     return CONFIDENCE.pairs()
 
@@ -192,6 +188,7 @@ rule confidence_venn:
             subcategory="{family}",
         ),
     params:
+        models=confidence_family_meta,
         premises=config["premises"],
         selection=confidence_default_selection,
     wildcard_constraints:
@@ -242,7 +239,7 @@ rule confidence_ablation_figure:
             subcategory="{family}",
         ),
     params:
-        models=confidence_family_models,
+        models=confidence_family_meta,
     wildcard_constraints:
         family="[A-Za-z0-9][A-Za-z0-9._-]*",
     log:

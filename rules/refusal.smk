@@ -211,6 +211,7 @@ rule refusal_scores_figure:
         ),
     params:
         kind="scores",
+        models=model_info,
     wildcard_constraints:
         family=FAMILY_NAMES,
     log:
@@ -233,6 +234,7 @@ rule refusal_cosine_figure:
         ),
     params:
         kind="cosine",
+        models=model_info,
     wildcard_constraints:
         family=FAMILY_NAMES,
     log:
@@ -256,6 +258,7 @@ rule refusal_pca:
             subcategory="{model}",
         ),
     params:
+        models=model_info,
         settings=refusal_pca_settings,
     log:
         "logs/refusal_pca/{model}.log",

@@ -143,6 +143,7 @@ rule truth_pca:
             subcategory="{source} ~ {target}",
         ),
     params:
+        models=model_info,
         settings=truth_pca_settings,
     wildcard_constraints:
         source=MODEL_NAMES,
@@ -242,6 +243,7 @@ rule truth_accuracy_figure:
         ),
     params:
         kind="accuracy",
+        models=model_info,
     wildcard_constraints:
         family=FAMILY_NAMES,
     log:
@@ -265,6 +267,7 @@ rule truth_cosine_figure:
         ),
     params:
         kind="cosine",
+        models=model_info,
     wildcard_constraints:
         family=FAMILY_NAMES,
     log:
@@ -288,6 +291,7 @@ rule truth_transfer_figure:
         ),
     params:
         kind="transfer",
+        models=model_info,
     wildcard_constraints:
         source=MODEL_NAMES,
         target=MODEL_NAMES,
@@ -311,6 +315,7 @@ rule truth_steering_figure:
         ),
     params:
         kind="steering",
+        models=model_info,
     wildcard_constraints:
         family=FAMILY_NAMES,
     log:

@@ -64,6 +64,9 @@ def no_model_loading(monkeypatch):
     monkeypatch.setattr(logs, "to_file", lambda path: logging.getLogger("ptmech.test"))
 
 
+MODELS = {"base": {"family": "f", "role": "base"}, "post": {"family": "f", "role": "instruct"}}
+
+
 def run_script(name: str, **parts) -> None:
     snakemake = SimpleNamespace(**{k: SimpleNamespace(**v) if isinstance(v, dict) else v for k, v in parts.items()})
     snakemake.log = ["unused.log"]
@@ -113,12 +116,13 @@ def test_cache_only_steps_load_no_model(caches, no_model_loading, tmp_path):
                       "source_probes": f"{out}/base/probes.npz", "target_probes": f"{out}/post/probes.npz",
                       "layers": f"{out}/layers.json"},
                output={"table": f"{out}/pca.tsv", "figure": f"{out}/pca.png"},
-               params={"settings": {"dataset": "cities", "probe": "mm"}}, wildcards={"source": "base", "target": "post"})
+               params={"settings": {"dataset": "cities", "probe": "mm"}, "models": MODELS},
+               wildcards={"source": "base", "target": "post"})
     pca = pd.read_csv(out / "pca.tsv", sep="\t")
     assert (pca["kind"] == "direction").sum() == 2 and (out / "pca.png").stat().st_size > 0
 
     tables = {t: f"{out}/tables/truth_{t}.tsv" for t in ("accuracy", "layers", "transfer", "cosine")}
-    models = {"base": {"family": "f", "role": "base"}, "post": {"family": "f", "role": "instruct"}}
+    models = MODELS
     pairs = [{"source": "base", "target": "post", "direction": "forward"},
              {"source": "post", "target": "base", "direction": "backward"}]
     run_script("truth/tables.py",
@@ -137,7 +141,7 @@ def test_cache_only_steps_load_no_model(caches, no_model_loading, tmp_path):
                              ("transfer", {"transfer": tables["transfer"], "layers": tables["layers"]},
                               {"source": "base", "target": "post"})):
         run_script("truth/figures.py", input=inputs, output={"figure": f"{out}/{kind}.png"},
-                   params={"kind": kind}, wildcards=wc)
+                   params={"kind": kind, "models": MODELS}, wildcards=wc)
         assert (out / f"{kind}.png").stat().st_size > 0
 
 

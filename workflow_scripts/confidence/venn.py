@@ -18,5 +18,5 @@ for model in snakemake.input.keys():
 names = list(sets)
 ious = ", ".join(f"IoU({a}, {b}) = {cf.iou(sets[a], sets[b]):.2f}"
                  for i, a in enumerate(names) for b in names[i + 1:])
-fig = plots.venn(sets, title=f"entropy neurons (p = {p:g}, n = {n})\n{ious}")
+fig = plots.venn(sets, snakemake.params.models, title=f"entropy neurons (p = {p:g}, n = {n})\n{ious}")
 figures.save(fig, snakemake.output.png, notes=notes)

@@ -10,8 +10,8 @@ family, kind = snakemake.wildcards.family, snakemake.params.kind
 table = pd.read_csv(snakemake.input.table, sep="\t")
 table = table[table["family"] == family]
 if kind == "scores":
-    fig = refusal_plots.scores_figure(table, title=f"{family}: refusal scores on held-out test prompts")
+    fig = refusal_plots.scores_figure(table, snakemake.params.models, title=f"{family}: refusal scores on held-out test prompts")
 else:
-    fig = refusal_plots.cosine_figure(table, title=f"{family}: cosine between refusal directions")
+    fig = refusal_plots.cosine_figure(table, snakemake.params.models, title=f"{family}: cosine between refusal directions")
 figures.save(fig, snakemake.output.figure, notes=figures.table_notes(table, ["source", "target"]))
 log.info("%s figure of family %s: %d rows", kind, family, len(table))

@@ -27,7 +27,7 @@ for f in inp.directions:
         directions[Path(f).parent.name] = d["direction"]
 own = directions[w.model]
 labels = {m: (m if m == w.model else f"{m} (cos {rf.cosine(r, own):.2f})") for m, r in directions.items()}
-fig = refusal_plots.pca_figure(acts["harmful"], acts["harmless"], {labels[m]: r for m, r in directions.items()},
+fig = refusal_plots.pca_figure(acts["harmful"], acts["harmless"], directions, snakemake.params.models, labels,
                                title=f"{w.model}: residual at k={k}, position {position} (test prompts)")
 why = premises.refusal_direction(meta["rule"])
 figures.save(fig, snakemake.output.figure, notes=[why and f"{w.model}: {why}"])

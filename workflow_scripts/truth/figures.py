@@ -6,26 +6,26 @@ from ptmech import figures, logs
 from ptmech.truth import figures as tf
 
 log = logs.to_file(snakemake.log[0])
-w, inp, kind = snakemake.wildcards, snakemake.input, snakemake.params.kind
+w, inp, kind, models = snakemake.wildcards, snakemake.input, snakemake.params.kind, snakemake.params.models
 read = lambda f: pd.read_csv(f, sep="\t")
 if kind == "steering":
     table = read(inp.steering)
-    fig = tf.steering(table[table["family"] == w.family], f"truth steering, family {w.family}")
+    fig = tf.steering(table[table["family"] == w.family], f"truth steering, family {w.family}", models)
 else:
     layers = read(inp.layers).set_index("family")
     if kind == "accuracy":
         table = read(inp.accuracy)
         fig = tf.accuracy(table[table["family"] == w.family], layers.loc[w.family, "probe_k"],
-                          f"held-out truth-probe accuracy, family {w.family}")
+                          f"held-out truth-probe accuracy, family {w.family}", models)
     elif kind == "cosine":
         table = read(inp.cosine)
         fig = tf.cosine(table[table["family"] == w.family], layers.loc[w.family, "probe_k"],
-                        f"truth-direction cosine, family {w.family}")
+                        f"truth-direction cosine, family {w.family}", models)
     elif kind == "transfer":
         table = read(inp.transfer)
         family = table.loc[(table["source"] == w.source) & (table["target"] == w.target), "family"].iloc[0]
         k = int(layers.loc[family, "probe_k"])
-        fig = tf.transfer(table, w.source, w.target, k, f"probe transfer at k={k} (block {k - 1})")
+        fig = tf.transfer(table, w.source, w.target, k, f"probe transfer at k={k}")
     else:
         raise ValueError(f"unknown figure kind {kind!r}")
 figures.save(fig, snakemake.output.figure)

@@ -22,6 +22,6 @@ table.insert(0, "k", k)
 io.write_table(table, snakemake.output.table)
 log.info("PCA of %s at k=%d: explained variance %s, cosine of the directions %.3f", s["dataset"], k,
          explained.round(3).tolist(), truth.cosine(*directions.values()))
-fig = truth_figures.pca(table, title=f"{s['dataset']}, k={k} (block {k - 1})",
+fig = truth_figures.pca(table, title=f"{s['dataset']}, k={k}", models=snakemake.params.models,
                         explained=explained, cos=truth.cosine(*directions.values()))
 figures.save(fig, snakemake.output.figure)

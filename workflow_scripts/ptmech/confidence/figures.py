@@ -16,6 +16,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.patches import Circle  # noqa: E402
 
+from .. import figures  # noqa: E402
 from .neurons import norm_candidates, venn_regions  # noqa: E402
 
 ENTROPY_COLOUR = "#d62728"
@@ -61,15 +62,16 @@ _VENN = {
 }
 
 
-def venn(sets: dict[str, set[int]], title: str = ""):
-    """A Venn diagram of 2 or 3 models' entropy-neuron sets drawn with plain circles; each
-    region shows its count and neuron indices."""
+def venn(sets: dict[str, set[int]], models: dict, title: str = ""):
+    """A Venn diagram of 2 or 3 models' entropy-neuron sets drawn with plain circles in the
+    models' colours (``models``: name -> {family, role}); each region shows its count and
+    neuron indices."""
     names = list(sets)
     if len(names) not in _VENN:
         raise ValueError(f"a Venn diagram takes 2 or 3 sets, got {len(names)}")
     layout = _VENN[len(names)]
     fig, ax = plt.subplots(figsize=(5.5, 5.0))
-    colours = sns.color_palette("Set2", len(names))
+    colours = [figures.model_colours(models)[m] for m in names]
     for (x, y), colour, name in zip(layout["centres"], colours, names):
         ax.add_patch(Circle((x, y), 1.0, facecolor=colour, alpha=0.35, edgecolor=colour, lw=1.5))
         dy = 1.08 if y >= 0 else -1.15
@@ -108,24 +110,28 @@ def iou_heatmaps(iou: pd.DataFrame, default: tuple[float, int] | None = None):
     return fig
 
 
-def ablation_bars(effects: pd.DataFrame, models: list[str]):
+def ablation_bars(effects: pd.DataFrame, models: dict):
     """Mean change in next-token entropy and loss when each entropy neuron is mean-ablated,
     total effect and direct effect (final norm scale frozen) in separate panels, the
-    family's models side by side (``models`` in order); random neurons pooled into one bar
-    (mean and standard deviation over the neurons)."""
+    family's models side by side (``models``: name -> {family, role}, in order, in their
+    colours); random neurons pooled into one bar (mean and standard deviation over the
+    neurons). No wider than the report shows (ptmech.figures.MAX_WIDTH)."""
     df = effects[effects["group"].isin(["entropy", "random"])].copy()
     df["neuron_label"] = np.where(df["group"] == "entropy", df["neuron"].astype(str), "random")
     order = sorted(df.loc[df["group"] == "entropy", "neuron"].unique())
     order = [str(i) for i in order] + (["random"] if (df["group"] == "random").any() else [])
-    grid = sns.catplot(data=df, kind="bar", x="neuron_label", y="change", hue="model", hue_order=models,
+    names = figures.in_model_order(df["model"], models)
+    height = 2.6
+    width = min(max(1.6 * height, 0.22 * height * len(order) * len(names) / 2), figures.MAX_WIDTH / 2)
+    grid = sns.catplot(data=df, kind="bar", x="neuron_label", y="change", hue="model", hue_order=names,
                        row="metric", row_order=["entropy", "loss"], col="effect", col_order=["total", "direct"],
-                       order=order, errorbar="sd", height=2.6, aspect=max(1.6, 0.22 * len(order)),
-                       sharey="row", palette="Set2")
+                       order=order, errorbar="sd", height=height, aspect=width / height,
+                       sharey="row", palette=figures.model_colours(models), legend_out=False)
     grid.set_axis_labels("last-layer neuron", "mean change when ablated")
     grid.set_titles("{row_name}: {col_name} effect")
     for ax in grid.axes.flat:
         ax.axhline(0, color="k", lw=0.6)
-        ax.tick_params(axis="x", labelrotation=90, labelsize=6)
-    sns.move_legend(grid, "lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(models), title=None, frameon=False)
+        ax.tick_params(axis="x", labelrotation=90, labelsize=8)
+    sns.move_legend(grid, "lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(names), title=None, frameon=False)
     grid.figure.tight_layout()
     return grid.figure

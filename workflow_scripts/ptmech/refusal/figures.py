@@ -1,6 +1,7 @@
 """Figures of the refusal stage: refusal scores per target and condition, the cosine between
 models' directions per residual index, and the PCA picture of Figure 1(c). Each function
-takes tidy tables or arrays and returns a matplotlib Figure; the caller saves it."""
+takes tidy tables or arrays and returns a matplotlib Figure; the caller saves it. ``models``
+is name -> {family, role} in config order: each model's colour and place (ptmech.figures)."""
 
 from __future__ import annotations
 
@@ -10,23 +11,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+
+from .. import figures  # noqa: E402
 
 PANELS = (("harmful", "ablation", "directional ablation on harmful prompts"),
           ("harmless", "addition", "activation addition on harmless prompts"))
 KIND_MARK = {"native": "own", "forward": "fwd", "backward": "bwd", "lateral": "lat", "baseline": ""}
 
 
-def scores_figure(scores: pd.DataFrame, title: str = ""):
+def scores_figure(scores: pd.DataFrame, models: dict, title: str = ""):
     """Grouped bars: refusal score (fraction of test generations refusing) of each target
     model (x) with no intervention and with each family member's direction (hue), one panel
     per operation. Bars are marked own / fwd (base -> post) / bwd (post -> base) / lat."""
     scores = scores[scores["default_coefficient"].astype(bool)]
-    targets = list(dict.fromkeys(scores["target"]))
-    used = set(scores["source"].fillna("")) - {""}
-    sources = ["baseline"] + [m for m in targets if m in used] + sorted(used - set(targets))
-    colours = dict(zip(sources, ["#9e9e9e"] + sns.color_palette("tab10", len(sources) - 1)))
-    fig, axes = plt.subplots(1, 2, figsize=(3.2 + 1.6 * len(targets) * len(sources) / 3, 3.6),
+    targets = figures.in_model_order(scores["target"], models)
+    sources = ["baseline"] + figures.in_model_order(set(scores["source"].fillna("")) - {""}, models)
+    colours = {"baseline": figures.BASELINE_COLOUR, **figures.model_colours(models)}
+    fig, axes = plt.subplots(1, 2, figsize=figures.capped(3.2 + 1.6 * len(targets) * len(sources) / 3, 3.6),
                              sharey=True, squeeze=False)
     width = 0.8 / len(sources)
     labelled: set[str] = set()
@@ -60,12 +61,13 @@ def scores_figure(scores: pd.DataFrame, title: str = ""):
     return fig
 
 
-def cosine_figure(cosine: pd.DataFrame, title: str = ""):
+def cosine_figure(cosine: pd.DataFrame, models: dict, title: str = ""):
     """cos(r_a(k), r_b(k)) against the residual index k for each pair of models, each
     model's direction read at its own selected position; crosses mark the selected k."""
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for (a, b), frame in cosine.groupby(["model_a", "model_b"], sort=False):
-        line, = ax.plot(frame["k"], frame["cosine"], marker=".", label=f"{a} vs {b}")
+        line, = ax.plot(frame["k"], frame["cosine"], marker=".", label=f"{a} vs {b}",
+                        color=figures.pair_colour(a, b, models))
         for col in ("k_selected_a", "k_selected_b"):
             sel = frame[frame["k"] == frame[col].iloc[0]]
             ax.plot(sel["k"], sel["cosine"], "x", color=line.get_color(), ms=8)
@@ -79,10 +81,13 @@ def cosine_figure(cosine: pd.DataFrame, title: str = ""):
     return fig
 
 
-def pca_figure(harmful: np.ndarray, harmless: np.ndarray, directions: dict[str, np.ndarray], title: str = ""):
+def pca_figure(harmful: np.ndarray, harmless: np.ndarray, directions: dict[str, np.ndarray], models: dict,
+               labels: dict[str, str] | None = None, title: str = ""):
     """Figure 1(c): harmful [N, d] and harmless [M, d] activations projected on their first
-    two principal components, with each named unit direction [d] drawn from the data's
-    centre, projected on the same plane (a short arrow = a direction mostly outside it)."""
+    two principal components, with each model's unit direction [d] (``directions``: model
+    -> direction) drawn from the data's centre in its colour, projected on the same plane (a
+    short arrow = a direction mostly outside it), named in the legend (``labels``: model ->
+    its legend text), so that near-parallel arrows keep readable names."""
     x = np.concatenate([harmful, harmless]).astype(np.float64)
     centre = x.mean(0)
     _, sv, vt = np.linalg.svd(x - centre, full_matrices=False)
@@ -94,13 +99,12 @@ def pca_figure(harmful: np.ndarray, harmless: np.ndarray, directions: dict[str, 
     ax.scatter(proj[:n, 0], proj[:n, 1], s=10, alpha=0.7, color="#d62728", label="harmful")
     ax.scatter(proj[n:, 0], proj[n:, 1], s=10, alpha=0.7, color="#1f77b4", label="harmless")
     length = 0.45 * np.abs(proj).max()
-    for j, ((name, r), colour) in enumerate(zip(directions.items(), sns.color_palette("dark", len(directions)))):
-        r = np.asarray(r, dtype=np.float64)
+    colours = figures.model_colours(models)
+    for name in figures.in_model_order(directions, models):
+        r = np.asarray(directions[name], dtype=np.float64)
         xy = pcs @ (r / np.linalg.norm(r)) * length
-        ax.annotate("", xy=xy, xytext=(0, 0), arrowprops=dict(arrowstyle="->", color=colour, lw=1.8))
-        # staggered, so that nearly parallel directions keep readable labels
-        ax.annotate(name, xy=xy, xytext=(0, 4 + 9 * j), textcoords="offset points", color=colour,
-                    fontsize=7, ha="center")
+        ax.annotate("", xy=xy, xytext=(0, 0), arrowprops=dict(arrowstyle="->", color=colours[name], lw=1.8))
+        ax.plot([], [], color=colours[name], lw=1.8, label=f"direction of {(labels or {}).get(name, name)}")
     ax.set_xlabel(f"PC1 ({explained[0]:.0%})")
     ax.set_ylabel(f"PC2 ({explained[1]:.0%})")
     ax.legend(fontsize=7, loc="best")

@@ -1,4 +1,6 @@
-"""Figures of the truthfulness stage, each a seaborn call on one of its tidy tables."""
+"""Figures of the truthfulness stage, each a seaborn call on one of its tidy tables, in the
+report's one style (ptmech.figures: a colour per model's role, models in config order).
+``models`` is name -> {family, role}, in config order."""
 
 from __future__ import annotations
 
@@ -11,10 +13,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-
-sns.set_theme(style="whitegrid", context="notebook")
-
-
+from .. import figures  # noqa: E402
 
 
 def _mark_layer(ax, k, label="probe layer"):
@@ -24,13 +23,15 @@ def _mark_layer(ax, k, label="probe layer"):
         ax.axvline(k, color="grey", ls=":", lw=1, label=label)
 
 
-def accuracy(table: pd.DataFrame, probe_k: int | None, title: str):
+def accuracy(table: pd.DataFrame, probe_k: int | None, title: str, models: dict):
     """Held-out accuracy per residual index: a line per model, a panel per held-out
     dataset (plus their mean), line style per probe kind."""
     mean = table.groupby(["model", "probe", "k"], as_index=False)["accuracy"].mean().assign(heldout="mean")
     data = pd.concat([mean, table[mean.columns]], ignore_index=True)
-    g = sns.relplot(data=data, x="k", y="accuracy", hue="model", style="probe", col="heldout", col_wrap=4,
-                    kind="line", markers=True, height=2.6, aspect=1.2, facet_kws={"sharey": True})
+    order = figures.in_model_order(data["model"], models)
+    g = sns.relplot(data=data, x="k", y="accuracy", hue="model", hue_order=order, palette=figures.model_colours(models),
+                    style="probe", col="heldout", col_wrap=4, kind="line", markers=True, height=2.6, aspect=1.2,
+                    facet_kws={"sharey": True})
     for ax in g.axes.flat:
         _mark_layer(ax, probe_k)
         ax.axhline(0.5, color="k", lw=0.6)
@@ -40,12 +41,14 @@ def accuracy(table: pd.DataFrame, probe_k: int | None, title: str):
     return g.figure
 
 
-def cosine(table: pd.DataFrame, probe_k: int | None, title: str):
-    """Cosine of two models' truth directions per residual index: a line per pair, a
-    panel per probe kind, the band over held-out datasets."""
+def cosine(table: pd.DataFrame, probe_k: int | None, title: str, models: dict):
+    """Cosine of two models' truth directions per residual index: a line per pair (the
+    post-trained model's colour), a panel per probe kind, the band over held-out datasets."""
     data = table.assign(pair=table["source"] + " ~ " + table["target"])
-    g = sns.relplot(data=data, x="k", y="cosine", hue="pair", col="probe", kind="line", markers=True,
-                    height=3, aspect=1.3, errorbar=("pi", 100))
+    pairs = list(dict.fromkeys(zip(data["source"], data["target"])))
+    palette = {f"{a} ~ {b}": figures.pair_colour(a, b, models) for a, b in pairs}
+    g = sns.relplot(data=data, x="k", y="cosine", hue="pair", hue_order=list(palette), palette=palette, col="probe",
+                    kind="line", markers=True, height=3, aspect=1.3, errorbar=("pi", 100))
     for ax in g.axes.flat:
         _mark_layer(ax, probe_k)
         ax.axhline(0, color="k", lw=0.6)
@@ -78,17 +81,17 @@ def transfer(table: pd.DataFrame, source: str, target: str, probe_k: int, title:
     return fig
 
 
-def pca(table: pd.DataFrame, title: str, explained=None, cos: float | None = None):
+def pca(table: pd.DataFrame, title: str, models: dict, explained=None, cos: float | None = None):
     """Figure 1(b): a panel per model's statements (true / false), both models' unit
     truth directions drawn as arrows in every panel."""
     pts = table[table["kind"] == "statement"].assign(
         statement=lambda t: t["label"].astype(int).map({1: "true", 0: "false"}))
     arrows = table[table["kind"] == "direction"]
-    models = list(dict.fromkeys(pts["model"]))
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4), squeeze=False, sharex=True, sharey=True)
+    panels = figures.in_model_order(pts["model"], models)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False, sharex=True, sharey=True)
     reach = 0.9 * float(np.abs(pts[["pc1", "pc2"]].to_numpy()).max())
-    colours = dict(zip(arrows["model"], sns.color_palette("dark", len(arrows))))
-    for ax, m in zip(axes[0], models):
+    colours = figures.model_colours(models)
+    for ax, m in zip(axes[0], panels):
         sns.scatterplot(data=pts[pts["model"] == m], x="pc1", y="pc2", hue="statement",
                         hue_order=["true", "false"], palette={"true": "tab:blue", "false": "tab:red"},
                         s=12, alpha=0.6, ax=ax, legend=ax is axes[0, 0])
@@ -107,15 +110,20 @@ def pca(table: pd.DataFrame, title: str, explained=None, cos: float | None = Non
     return fig
 
 
-def steering(table: pd.DataFrame, title: str):
-    """Normalised steering score per (direction source -> target model), a bar per push
-    direction (true -> false, false -> true, average), a panel per dataset."""
+def steering(table: pd.DataFrame, title: str, models: dict):
+    """Normalised steering score per (direction source -> target model), a horizontal bar
+    per push direction (true -> false, false -> true, average), a panel per dataset;
+    conditions grouped by target in config order, the target's own direction first."""
     data = table.assign(condition=table["source"] + " \u2192 " + table["target"])
-    g = sns.catplot(data=data, x="condition", y="score", hue="subset", col="dataset", kind="bar",
-                    hue_order=["true_to_false", "false_to_true", "average"], height=3.4, aspect=1.6)
+    rank = {m: i for i, m in enumerate(models)}
+    pairs = sorted(set(zip(data["source"], data["target"])),
+                   key=lambda st: (rank[st[1]], st[0] != st[1], rank[st[0]]))
+    order = [f"{a} \u2192 {b}" for a, b in pairs]
+    g = sns.catplot(data=data, y="condition", x="score", hue="subset", col="dataset", kind="bar", order=order,
+                    hue_order=["true_to_false", "false_to_true", "average"], height=1.2 + 0.45 * len(order), aspect=1.0)
     for ax in g.axes.flat:
-        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-        ax.axhline(1, color="grey", ls=":", lw=1)
-    g.set_axis_labels("direction of \u2192 steered model", "normalised score")
+        ax.tick_params(axis="y", labelsize=8)
+        ax.axvline(1, color="grey", ls=":", lw=1)
+    g.set_axis_labels("normalised score", "direction of \u2192 steered model")
     g.figure.suptitle(title, y=1.04)
     return g.figure
