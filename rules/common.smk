@@ -41,7 +41,7 @@ except ptcfg.ConfigError as e:
 
 # The plan (ptmech.plan): what each stage runs over, its switches and cross-key checks,
 # the files rules hand each other, and each rule's inputs and settings. The input functions
-# of rules/*.smk only ask it.
+# of rules/functions/*.smk only ask it.
 try:
     PLAN = ptplan.Plan(config, LOCAL_DATASETS, warn=lambda m: print(m, file=sys.stderr))
 except ptplan.PlanError as e:

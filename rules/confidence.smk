@@ -3,65 +3,7 @@
 # ablate the selected neurons on a text set; cheap aggregates then select the neurons over the
 # (p, n) grid, compare models by IoU and draw the figures.
 
-# --- input functions: each asks the plan -----------------------------------------------
-
-CONFIDENCE = PLAN.confidence
-
-
-def confidence_model(w):
-    return CONFIDENCE.model(w.model)
-
-
-def confidence_weights_settings(w):
-    return CONFIDENCE.weights_settings()
-
-
-def confidence_selection(w):
-    return CONFIDENCE.selection()
-
-
-def confidence_default_selection(w):
-    return CONFIDENCE.default_selection()
-
-
-def confidence_ablation_input(w):
-    return CONFIDENCE.ablation_input(w.model)
-
-
-def confidence_ablation_settings(w):
-    return CONFIDENCE.ablation_settings()
-
-
-def confidence_models_meta(w):
-    return PLAN.model_info()
-
-
-def confidence_family_meta(w):
-    return PLAN.model_info(PLAN.families()[w.family])
-
-
-def confidence_pairs(w):
-    return CONFIDENCE.pairs()
-
-
-def confidence_family_pairs(w):
-    return CONFIDENCE.pairs(w.family)
-
-
-def confidence_all_neurons(w):
-    return CONFIDENCE.neurons()
-
-
-def confidence_family_neurons(w):
-    return CONFIDENCE.neurons(w.family)
-
-
-def confidence_all_ablations(w):
-    return CONFIDENCE.ablations()
-
-
-def confidence_family_ablations(w):
-    return CONFIDENCE.ablations(w.family)
+include: "functions/confidence.smk"
 
 
 rule confidence_neurons:

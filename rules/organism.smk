@@ -7,15 +7,8 @@
 # results/organism/training/{model}.tsv (loss per step), results/organism/checks/{model}.tsv,
 # results/tables/organism_checks.tsv, results/tables/organism_floors.tsv (every floor, passed or not).
 
-# --- input functions: each asks the plan -----------------------------------------------
+include: "functions/organism.smk"
 
-ORGANISM = PLAN.organism.recipe
-ORGANISM_MODELS = list(ptplan.ORGANISM_MODELS)
-ORGANISM_DATASETS = list(ptplan.ORGANISM_DATASETS)
-
-
-def organism_floors_input(w):
-    return PLAN.organism.floors_input()
 
 wildcard_constraints:
     organism="|".join(ORGANISM_MODELS),

@@ -22,6 +22,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import config as ptcfg
+from .knowledge import pairs as statement_pairs
+from .organism import recipe
 
 
 class PlanError(ValueError):
@@ -228,9 +230,8 @@ class _Stage:
         return []
 
 
-def _missing(key: str, kind: str, name: str, defined, hint: str = "") -> PlanError:
-    return PlanError(f"{key}: {kind} {name!r} is not defined under {kind}s "
-                     f"(defined: {', '.join(defined) or 'none'}){hint}")
+def _missing(key: str, kind: str, name: str, defined) -> PlanError:
+    return PlanError(f"{key}: {kind} {name!r} is not defined under {kind}s (defined: {', '.join(defined) or 'none'})")
 
 
 class TruthPlan(_Stage):
@@ -526,8 +527,6 @@ class KnowledgePlan(_Stage):
 
     def datasets(self) -> list[str]:
         """knowledge.datasets, else every statements dataset with a skeleton."""
-        from .knowledge import pairs as statement_pairs
-
         if not self.s["enabled"]:
             return []
         if self.s["datasets"] is not None:
@@ -541,8 +540,6 @@ class KnowledgePlan(_Stage):
         return bool(self.datasets())
 
     def check(self):
-        from .knowledge import pairs as statement_pairs
-
         datasets = self.config["datasets"]
         for ds in self.datasets():
             if ds not in datasets:
@@ -593,8 +590,6 @@ class KnowledgePlan(_Stage):
         return {"model": name, **{k: spec[k] for k in ("path", "revision") if k in spec}}
 
     def pairs_settings(self, dataset: str) -> dict:
-        from .knowledge import pairs as statement_pairs
-
         return {"skeletons": statement_pairs.skeletons_for(dataset, self.s["skeletons"]),
                 "query": self.s["queries"].get(dataset, self.s["query"]),
                 **{k: self.s[k] for k in ("pair_by", "reuse_unique_false", "max_pairs", "n_true_demos",
@@ -714,8 +709,6 @@ class OrganismPlan(_Stage):
 
     def __init__(self, plan):
         super().__init__(plan)
-        from .organism import recipe
-
         self.recipe = recipe.with_defaults(self.config.get("organism"))
 
     def trained(self, name: str) -> bool:
