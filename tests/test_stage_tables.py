@@ -110,3 +110,82 @@ def test_refusal_selection_names_the_model_and_the_fallback_premise():
     assert list(table.columns[:2]) == ["model", "how"] and list(table["discarded"]) == ["", "kl", "", "kl"]
     assert (table[table["model"] == "base"][premises.COLUMN] != "").all()
     assert (table[table["model"] == "chat"][premises.COLUMN] == "").all()
+
+
+# --- knowledge -------------------------------------------------------------------------
+
+
+def patching_result(source, target, true_ld, false_ld, source_true=None, source_false=None, T=3, L=2, family="f"):
+    rng = np.random.default_rng(len(source) + len(target))
+    P = len(true_ld)
+    return {"ld": rng.normal(size=(P, T, L)).astype(np.float32),
+            "target_true_ld": np.asarray(true_ld, float), "target_false_ld": np.asarray(false_ld, float),
+            "source_true_ld": np.asarray(true_ld if source_true is None else source_true, float),
+            "source_false_ld": np.asarray(false_ld if source_false is None else source_false, float),
+            "attrs": {"family": family, "dataset": "cities", "source": source, "target": target,
+                      "direction": "single" if source == target else "forward", "query": "question", "n_pairs": P,
+                      "columns": [{"role": f"t{j}", "group": "other"} for j in range(T)]}}
+
+
+def test_knowledge_premise_names_the_model_whose_clean_gap_is_noise():
+    from ptmech.knowledge import tables as knowledge_tables
+
+    clear_t, clear_f = [3.0, 3.2, 2.9, 3.1], [-3.0, -2.8, -3.1, -2.9]  # gap 6 +- 0.2: t far above 3
+    noisy_t, noisy_f = [0.5, -0.4, 0.1, -0.2], [0.0, 0.1, -0.1, 0.2]
+    own = patching_result("b", "b", clear_t, clear_f)
+    t, premise = knowledge_tables.run_premise(own, min_t=3.0)
+    assert t["target"] > 3 and premise == ""
+    t, premise = knowledge_tables.run_premise(patching_result("b", "b", noisy_t, noisy_f), min_t=3.0)
+    assert premise.startswith("target: clean logit gap within noise")
+    # cross-model: a clear target and a noisy source name the source only
+    cross = patching_result("p", "b", clear_t, clear_f, source_true=noisy_t, source_false=noisy_f)
+    _, premise = knowledge_tables.run_premise(cross, min_t=3.0)
+    assert premise.startswith("source:") and "target" not in premise
+    # a model on itself: its source is itself, so it is named once, as the target
+    _, premise = knowledge_tables.run_premise(patching_result("b", "b", noisy_t, noisy_f), min_t=3.0)
+    assert "source" not in premise
+
+
+def test_knowledge_tables_key_every_cell_and_count_right_answers():
+    from ptmech.knowledge import tables as knowledge_tables
+
+    runs = [patching_result("b", "b", [1.0, 2.0, -1.0, 3.0], [-1.0, 1.0, -2.0, -3.0]),
+            patching_result("s", "s", [1.0, 1.0, 1.0, 1.0], [-1.0, -1.0, -1.0, -1.0], family="g")]
+    models = {"b": {"family": "f", "role": "base"}, "s": {"family": "g", "role": "base"}}
+    out = knowledge_tables.patching_tables(runs, models, bins=4, min_t=3.0)
+    heat, base = out["heatmaps"], out["baselines"]
+    assert list(heat.columns[:len(knowledge_tables.KEY_COLUMNS)]) == knowledge_tables.KEY_COLUMNS
+    assert len(heat) == 2 * 3 * 2 and set(heat["k"]) == {1, 2}
+    # b: true answered right on 3 of 4 (LD > 0), false on 3 of 4 (LD < 0): accuracy 6 / 8
+    assert base.set_index("target").loc["b", "target_accuracy"] == pytest.approx(0.75)
+    assert base.set_index("target").loc["s", "target_accuracy"] == 1.0
+    assert base.set_index("target").loc["b", "patched_last_cell_ld"] == pytest.approx(runs[0]["ld"][:, -1, -1].mean())
+    assert knowledge_tables.lone_families(heat) == ["f", "g"] and out["differences"].empty
+
+
+# --- confidence ------------------------------------------------------------------------
+
+
+def test_confidence_tables_flag_entropy_neurons_that_do_not_stand_out_and_label_pairs():
+    from ptmech.confidence import tables as confidence_tables
+
+    rng = np.random.default_rng(0)
+    n = 200
+    norm = rng.random(n) + 1.0
+    var = np.exp(rng.normal(size=n))
+    outlying = var.copy()
+    top = np.argsort(-norm)[:50]
+    outlying[top[:5]] = 1e-6  # five large-norm neurons with a far lower LogitVar: entropy neurons
+    stats = {"a": pd.DataFrame({"neuron": np.arange(n), "norm": norm, "logit_var": outlying}),
+             "b": pd.DataFrame({"neuron": np.arange(n), "norm": norm, "logit_var": var})}
+    models = {"a": {"family": "f", "role": "base"}, "b": {"family": "g", "role": "instruct"}}
+    selection = {"top_norm_fraction": 0.25, "n_neurons": 5, "grid": {"top_norm_fraction": [0.25], "n_neurons": [5]}}
+    sel = confidence_tables.selection_table(stats, models, selection, max_z=-3.0)
+    by_model = sel.groupby("model")
+    assert set(by_model.get_group("a")["neuron"]) == set(top[:5])
+    assert (by_model.get_group("a")[premises.COLUMN] == "").all()
+    assert by_model.get_group("b")[premises.COLUMN].str.startswith("entropy neurons are not outliers").all()
+    assert list(sel.columns[:3]) == ["model", "family", "role"]
+    iou = confidence_tables.iou_table(sel, [("a", "b")], models)
+    assert list(iou["family"]) == ["f/g"] and 0 <= iou["iou"].iloc[0] < 1
+    assert len(confidence_tables.at(sel, selection)) == 10

@@ -234,17 +234,6 @@ def iou_grid(selected: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> pd.Dat
     return pd.DataFrame(rows, columns=IOU_COLUMNS)
 
 
-def unordered(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Each unordered pair once, in the order first met (IoU is symmetric)."""
-    seen, out = set(), []
-    for a, b in pairs:
-        key = frozenset((a, b))
-        if key not in seen:
-            seen.add(key)
-            out.append((a, b))
-    return out
-
-
 def venn_regions(sets: dict[str, set[int]]) -> dict[tuple[str, ...], list[int]]:
     """The Venn regions of 2 or 3 named sets: for each non-empty combination of names, the
     sorted elements that belong to exactly those sets."""

@@ -151,7 +151,7 @@ def plot_heatmaps(heatmaps: pd.DataFrame, models: Sequence[str], value: str, pat
     n = len(models)
     T = heatmaps["column"].nunique()
     L = heatmaps["k"].nunique()
-    fig, axes = plt.subplots(n, n, figsize=(1.2 + 0.32 * T * n + 1.2 * n, 1.0 + (0.18 * L + 1.6) * n),
+    fig, axes = plt.subplots(n, n, figsize=figures.capped(1.2 + 0.32 * T * n + 1.2 * n, 1.0 + (0.18 * L + 1.6) * n),
                              squeeze=False)
     if value == "normalised":
         vmin, vmax, label = -1.0, 1.0, "normalised LD"
@@ -190,7 +190,8 @@ def plot_differences(heatmaps: pd.DataFrame, differences: pd.DataFrame, path: st
     T = heatmaps["column"].nunique()
     L = heatmaps["k"].nunique()
     nr, nc = max(1, len(keys)), max(1, len(comps))
-    fig, axes = plt.subplots(nr, nc, figsize=(1.5 + (0.32 * T + 1.4) * nc, 1.0 + (0.18 * L + 2.0) * nr), squeeze=False)
+    fig, axes = plt.subplots(nr, nc, figsize=figures.capped(1.5 + (0.32 * T + 1.4) * nc, 1.0 + (0.18 * L + 2.0) * nr),
+                             squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     if not keys:

@@ -16,6 +16,10 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from .. import figures  # noqa: E402
 
 
+# greys, so that no push direction looks like a model's role colour
+SUBSET_COLOURS = {"true_to_false": "#bdbdbd", "false_to_true": "#737373", "average": "#252525"}
+
+
 def _mark_layer(ax, k, label="probe layer"):
     """The probe layer as a dotted line; integer ticks for the residual index."""
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -30,7 +34,7 @@ def accuracy(table: pd.DataFrame, probe_k: int | None, title: str, models: dict)
     data = pd.concat([mean, table[mean.columns]], ignore_index=True)
     order = figures.in_model_order(data["model"], models)
     g = sns.relplot(data=data, x="k", y="accuracy", hue="model", hue_order=order, palette=figures.model_colours(models),
-                    style="probe", col="heldout", col_wrap=4, kind="line", markers=True, height=2.6, aspect=1.2,
+                    style="probe", col="heldout", col_wrap=3, kind="line", markers=True, height=2.6, aspect=1.2,
                     facet_kws={"sharey": True})
     for ax in g.axes.flat:
         _mark_layer(ax, probe_k)
@@ -64,8 +68,8 @@ def transfer(table: pd.DataFrame, source: str, target: str, probe_k: int, title:
     data = table[(table["k"] == probe_k) & (table["source"] == source) & (table["target"] == target)]
     kinds, held = list(dict.fromkeys(data["probe"])), list(dict.fromkeys(data["heldout"]))
     order = [source, target]
-    fig, axes = plt.subplots(len(kinds), len(held), figsize=(2.4 * len(held) + 1, 2.3 * len(kinds) + 0.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(kinds), len(held), squeeze=False,
+                             figsize=figures.capped(2.4 * len(held) + 1, 2.3 * len(kinds) + 0.6))
     for i, kind in enumerate(kinds):
         for j, h in enumerate(held):
             m = data[(data["probe"] == kind) & (data["heldout"] == h)].pivot(
@@ -120,7 +124,7 @@ def steering(table: pd.DataFrame, title: str, models: dict):
                    key=lambda st: (rank[st[1]], st[0] != st[1], rank[st[0]]))
     order = [f"{a} \u2192 {b}" for a, b in pairs]
     g = sns.catplot(data=data, y="condition", x="score", hue="subset", col="dataset", kind="bar", order=order,
-                    hue_order=["true_to_false", "false_to_true", "average"], height=1.2 + 0.45 * len(order), aspect=1.0)
+                    hue_order=list(SUBSET_COLOURS), palette=SUBSET_COLOURS, height=1.2 + 0.45 * len(order), aspect=1.0)
     for ax in g.axes.flat:
         ax.tick_params(axis="y", labelsize=8)
         ax.axvline(1, color="grey", ls=":", lw=1)
