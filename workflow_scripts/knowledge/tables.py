@@ -14,7 +14,7 @@ for row in out["baselines"].itertuples():
         log.warning("%s -> %s / %s: premise not met: %s", row.source, row.target, row.dataset,
                     getattr(row, premises.COLUMN))
 for name in ("heatmaps", "baselines", "differences"):
-    io.write_table(out[name], snakemake.output[name])
+    io.write_table(out[name], getattr(snakemake.output, name))
 log.info("%d heatmaps, %d difference statistics", len(results), len(out["differences"]))
 lone = tables.lone_families(out["heatmaps"])
 if lone:
