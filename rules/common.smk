@@ -38,7 +38,6 @@ except ptcfg.ConfigError as e:
     raise WorkflowError(f"invalid config: {e}") from None
 
 
-
 # The plan (ptmech.plan): what each stage runs over, its switches and cross-key checks,
 # the files rules hand each other, and each rule's inputs and settings. The input functions
 # of rules/functions/*.smk only ask it.
@@ -46,7 +45,6 @@ try:
     PLAN = ptplan.Plan(config, LOCAL_DATASETS, warn=lambda m: print(m, file=sys.stderr))
 except ptplan.PlanError as e:
     raise WorkflowError(f"invalid config: {e}") from None
-MODELS = PLAN.models
 
 
 def _alternatives(names):
@@ -54,7 +52,7 @@ def _alternatives(names):
     return "|".join(map(re.escape, names)) if names else "^$"
 
 
-MODEL_NAMES = _alternatives(MODELS)
+MODEL_NAMES = _alternatives(PLAN.models)
 FAMILY_NAMES = _alternatives(PLAN.families())
 
 

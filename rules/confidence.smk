@@ -68,7 +68,7 @@ rule confidence_tables:
         selected="results/tables/confidence_entropy_neurons.tsv",
         iou="results/tables/confidence_iou.tsv",
     params:
-        models=confidence_models_meta,
+        models=model_info,
         pairs=confidence_pairs,
         selection=confidence_selection,
         premises=config["premises"],
@@ -87,7 +87,7 @@ rule confidence_ablation_table:
     output:
         tsv="results/tables/confidence_ablation.tsv",
     params:
-        models=confidence_models_meta,
+        models=model_info,
     log:
         "logs/confidence_ablation_table/all.log",
     conda:

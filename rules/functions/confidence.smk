@@ -28,10 +28,6 @@ def confidence_ablation_settings(w):
     return CONFIDENCE.ablation_settings()
 
 
-def confidence_models_meta(w):
-    return PLAN.model_info()
-
-
 def confidence_family_meta(w):
     return PLAN.model_info(PLAN.families()[w.family])
 

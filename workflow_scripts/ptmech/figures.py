@@ -57,10 +57,10 @@ def model_colours(models: dict[str, dict]) -> dict[str, tuple]:
     return out
 
 
-def pair_colour(a: str, b: str, models: dict[str, dict], colours: dict[str, tuple] | None = None) -> tuple:
+def pair_colour(a: str, b: str, models: dict[str, dict]) -> tuple:
     """The colour of a model pair (base model first): the post-trained model's, or the mix
     of both where neither is a base model."""
-    colours = colours or model_colours(models)
+    colours = model_colours(models)
     if models[a]["role"] == "base":
         return colours[b]
     return tuple((x + y) / 2 for x, y in zip(colours[a], colours[b]))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import config as ptcfg
 from .knowledge import pairs as statement_pairs
-from .organism import recipe
+from .organism import floors as organism_floors, recipe, world as organism_world
 
 
 class PlanError(ValueError):
@@ -67,9 +67,8 @@ def table(name: str) -> str:
     return path("table", name=name)
 
 
-ORGANISM_MODELS = ("organism-base", "organism-sft", "organism-instruct")
-ORGANISM_DATASETS = ("cities", "neg_cities", "larger_than", "smaller_than", "trans", "neg_trans",
-                     "harmful", "harmless")
+ORGANISM_MODELS = (organism_floors.BASE, organism_floors.SFT, organism_floors.INSTRUCT)
+ORGANISM_DATASETS = organism_world.STATEMENT_DATASETS + organism_world.INSTRUCTION_DATASETS
 
 PREMISE_TABLES = {  # table -> (stage, key columns naming the rows)
     "refusal_scores": ("refusal", ["target", "source", "operation"]),
@@ -226,6 +225,24 @@ class _Stage:
     def check(self) -> None:
         pass
 
+    def _cached_datasets(self, stage: str, kind: str) -> list[str]:
+        """The datasets of the stage's prompt set (``<stage>.prompt_set``), once it is
+        defined and of ``kind``."""
+        ps, sets = self.prompt_set, self.plan.prompt_sets
+        if ps not in sets:
+            raise PlanError(f"{stage}.prompt_set: prompt set {ps!r} is not defined under prompt_sets "
+                            f"(defined: {', '.join(sets) or 'none'}); set {stage}.enabled: false to skip this stage")
+        if sets[ps]["kind"] != kind:
+            raise PlanError(f"{stage}.prompt_set: prompt set {ps!r} is of kind {sets[ps]['kind']!r}, not {kind}")
+        return sets[ps]["datasets"]
+
+    def _require_cached(self, key: str, names, cached: list[str]) -> None:
+        """Each of ``names`` (setting ``key``) is a dataset of the stage's prompt set."""
+        for ds in names:
+            if ds not in cached:
+                raise PlanError(f"{key}: dataset {ds!r} is not one of prompt_sets.{self.prompt_set}.datasets "
+                                f"({', '.join(cached)})")
+
     def outputs(self) -> list[str]:
         return []
 
@@ -259,17 +276,9 @@ class TruthPlan(_Stage):
     def check(self):
         if not self.active:
             return
-        ps, sets = self.prompt_set, self.plan.prompt_sets
-        if ps not in sets:
-            raise PlanError(f"truth.prompt_set: prompt set {ps!r} is not defined under prompt_sets "
-                            f"(defined: {', '.join(sets) or 'none'}); set truth.enabled: false to skip this stage")
-        if sets[ps]["kind"] != "statements":
-            raise PlanError(f"truth.prompt_set: prompt set {ps!r} is of kind {sets[ps]['kind']!r}, not statements")
-        cached = sets[ps]["datasets"]
-        for key, names in (("truth.datasets", self.datasets()), ("truth.train_datasets", self.train_datasets())):
-            for ds in names:
-                if ds not in cached:
-                    raise PlanError(f"{key}: dataset {ds!r} is not one of prompt_sets.{ps}.datasets ({', '.join(cached)})")
+        cached = self._cached_datasets("truth", "statements")
+        self._require_cached("truth.datasets", self.datasets(), cached)
+        self._require_cached("truth.train_datasets", self.train_datasets(), cached)
         for key, names in (("truth.steering.datasets", self.steering_datasets()), ("truth.pca_dataset", [self.pca_dataset()])):
             for ds in names:
                 if ds not in self.datasets():
@@ -415,17 +424,10 @@ class RefusalPlan(_Stage):
     def check(self):
         if not self.active:
             return
-        ps, sets = self.prompt_set, self.plan.prompt_sets
-        if ps not in sets:
-            raise PlanError(f"refusal.prompt_set: prompt set {ps!r} is not defined under prompt_sets "
-                            f"(defined: {', '.join(sets) or 'none'}); set refusal.enabled: false to skip this stage")
-        if sets[ps]["kind"] != "instructions":
-            raise PlanError(f"refusal.prompt_set: prompt set {ps!r} is of kind {sets[ps]['kind']!r}, not instructions")
+        cached = self._cached_datasets("refusal", "instructions")
         for key in ("harmful", "harmless"):
             ds = self.s[key]
-            if ds not in sets[ps]["datasets"]:
-                raise PlanError(f"refusal.{key}: dataset {ds!r} is not one of prompt_sets.{ps}.datasets "
-                                f"({', '.join(sets[ps]['datasets'])})")
+            self._require_cached(f"refusal.{key}", [ds], cached)
             self.plan.require_rows(ds, f"refusal.{key}",
                                    why="directions (train), selection (val) and generation scores (test)",
                                    splits={"fractions": self.s["split_fractions"], "seed": self.s["split_seed"]})
