@@ -21,7 +21,8 @@ localrules:
 rule dataset_sized:
     """Check that a dataset the parse could not read is large enough for every setting that
     uses it (demonstrations, both labels, refusal splits), before it is extracted; the
-    message names the setting. Runs in Snakemake's own process: pandas only, no model."""
+    message names the setting. A script, not a run: block (Snakemake runs those by starting
+    another Snakemake, about 3 s a job): pandas only, no model."""
     input:
         tsv="results/data/{dataset}.tsv",
     output:
@@ -30,5 +31,7 @@ rule dataset_sized:
         needs=dataset_needs,
     log:
         "logs/dataset/{dataset}.sized.log",
-    run:
-        ptcfg.require_all(input.tsv, wildcards.dataset, params.needs, output[0], log[0])
+    conda:
+        "../envs/ptmech.yaml"
+    script:
+        "../workflow_scripts/data/sized.py"

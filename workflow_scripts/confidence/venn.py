@@ -3,7 +3,7 @@
 import pandas as pd
 
 from ptmech import figures, logs, premises
-from ptmech.confidence import figures as plots, neurons as cf
+from ptmech.confidence import figures as plots, selection as cf
 
 log = logs.to_file(snakemake.log[0])
 sel = snakemake.params.selection

@@ -2,11 +2,12 @@
 (ptmech.knowledge.tables)."""
 
 from ptmech import io, logs, premises
-from ptmech.knowledge import patching, tables
+from ptmech.knowledge import tables
+from ptmech.knowledge.results import read_patching
 
 log = logs.to_file(snakemake.log[0])
 p = snakemake.params
-results = [patching.read_patching(path) for path in snakemake.input.patching]
+results = [read_patching(path) for path in snakemake.input.patching]
 out = tables.patching_tables(results, p.models, p.settings["bins"], p.premises["knowledge_min_t"])
 for row in out["baselines"].itertuples():
     log.info("%s -> %s / %s: %d pairs", row.source, row.target, row.dataset, row.n_pairs)

@@ -18,20 +18,21 @@ Files are written under a temporary name and renamed into place only when comple
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import h5py
 import numpy as np
-import torch
 
 from . import h5
-from .adapter import LAYER_CONVENTION, ModelAdapter
 from .io import atomic_path
 from .progress import Progress
-from .residual import left_pad, residual_at
+
+if TYPE_CHECKING:  # reading a cache needs no torch: only extract imports it
+    import torch
+
+    from .adapter import ModelAdapter
 
 FORMAT = "ptmech-activations/1"
 STORAGE_DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -61,6 +62,10 @@ def extract(
     Memory is one batch, whatever the number of prompts. A non-finite activation, in
     the compute dtype or after the cast to the storage dtype, is an error naming the
     prompt and the residual index."""
+    import torch
+
+    from .residual import left_pad, residual_at
+
     layers = list(range(adapter.n_layers + 1)) if layers is None else list(layers)
     positions = list(positions)
     np_dtype = STORAGE_DTYPES[storage_dtype]
@@ -125,6 +130,8 @@ def extract(
 
 
 def _check_finite(acts: torch.Tensor, idx, layers, texts, where: str) -> None:
+    import torch
+
     bad = ~torch.isfinite(acts)
     if bad.any():
         b, k = (int(v) for v in bad.nonzero()[0][:2])

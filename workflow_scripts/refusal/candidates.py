@@ -1,5 +1,5 @@
 from ptmech import data, io, logs
-from ptmech.refusal.directions import candidates_from_caches
+from ptmech.refusal.candidates import candidates_from_caches
 
 log = logs.to_file(snakemake.log[0])
 inp, s = snakemake.input, snakemake.params.settings

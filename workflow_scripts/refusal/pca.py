@@ -8,7 +8,7 @@ import numpy as np
 
 from ptmech import data, figures, logs, premises
 from ptmech.cache import Cache
-from ptmech.refusal import directions as rf, figures as refusal_plots
+from ptmech.refusal import candidates as rf, figures as refusal_plots
 
 log = logs.to_file(snakemake.log[0])
 w, s, inp = snakemake.wildcards, snakemake.params.settings, snakemake.input
@@ -17,7 +17,7 @@ k, position = meta["k"], meta["position"]
 acts = {}
 for name in ("harmful", "harmless"):
     table = data.load_table(inp[f"{name}_data"])
-    rows = rf.split_rows(rf.instruction_splits(table, s["split_fractions"], s["split_seed"]), "test", s["n_test"],
+    rows = rf.split_rows(data.instruction_splits(table, s["split_fractions"], s["split_seed"]), "test", s["n_test"],
                          what=f"{name} instructions")
     with Cache(inp[f"{name}_cache"]) as cache:
         acts[name] = cache.resid(k, position)[rows]

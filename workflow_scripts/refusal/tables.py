@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ptmech import io, logs, premises
-from ptmech.refusal import directions as rf, tables
+from ptmech.refusal import candidates as rf, tables
 
 log = logs.to_file(snakemake.log[0])
 inp, out, p = snakemake.input, snakemake.output, snakemake.params

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 
 from ptmech import io, logs
-from ptmech.truth import steering as st
+from ptmech.truth.tables import steering_scores
 
 log = logs.to_file(snakemake.log[0])
 models = snakemake.params.models
@@ -14,7 +14,7 @@ parts = []
 for table_file, summary_file in zip(snakemake.input.tables, snakemake.input.summaries):
     summary = json.loads(open(summary_file).read())
     per = pd.read_csv(table_file, sep="\t")
-    scores = st.steering_scores(per["label"], per["p_diff_base"], per["p_diff_steered"])
+    scores = steering_scores(per["label"], per["p_diff_base"], per["p_diff_steered"])
     source, target = summary["source"], summary["target"]
     meta = {
         "source": source, "target": target, "family": models[target]["family"],

@@ -17,7 +17,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.patches import Circle  # noqa: E402
 
 from .. import figures  # noqa: E402
-from .neurons import norm_candidates, venn_regions  # noqa: E402
+from .selection import norm_candidates, venn_regions  # noqa: E402
 
 ENTROPY_COLOUR = "#d62728"
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .. import premises
-from . import neurons as cf
+from . import selection as cf
 
 
 def _meta(models: dict) -> pd.DataFrame:

@@ -27,7 +27,6 @@ queries (``completion_answers``).
 from __future__ import annotations
 
 import copy
-import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,22 +36,16 @@ import h5py
 import numpy as np
 import torch
 
-from ..adapter import KV_CACHE, LAYER_CONVENTION, ModelAdapter, block_output, kv_cache
+from ..adapter import KV_CACHE, ModelAdapter, block_output, kv_cache
 from .. import h5
 from ..fewshot import answer_token_ids
 from ..forward import last_logits
 from ..io import atomic_path
 from ..progress import Progress
 from ..residual import hooked, left_pad
+from .results import K_AXIS, PATCHING_FORMAT, PatchingError, read_patching, write_patching  # noqa: F401 (re-exported)
 
 SOURCES_FORMAT = "ptmech-patch-sources/1"
-PATCHING_FORMAT = "ptmech-patching/1"
-# the layer axis of every patching file: residual indices k = 1..L (patching replaces block outputs)
-K_AXIS = "residual index k = 1..L: the output of block k - 1 (the paper's layer k - 1), before the final norm"
-
-
-class PatchingError(RuntimeError):
-    pass
 
 
 # ------------------------------------------------------------------------------ the metric
@@ -413,26 +406,3 @@ class Sources:
 
 
 # ------------------------------------------------------------------------------ results
-
-def write_patching(path: str | os.PathLike, ld: np.ndarray, arrays: dict[str, np.ndarray], attrs: dict) -> None:
-    """One (source, target, dataset) result: ``ld`` [P, T, L] float32 plus per-pair arrays
-    (clean baselines, rows), atomically."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f["ld"] = ld.astype(np.float32)
-        for name, values in arrays.items():
-            f[name] = np.asarray(values)
-        h5.write_attrs(f, {"format": PATCHING_FORMAT, "layer_axis": K_AXIS, "k": list(range(1, ld.shape[2] + 1)),
-                           "layer_convention": LAYER_CONVENTION,
-                           "ld_axes": "pair, position (-T..-1, earliest first), k (1..L)", **attrs, "complete": True})
-
-
-def read_patching(path: str | os.PathLike) -> dict:
-    """Everything in a patching result file: arrays by name plus ``attrs`` (with
-    ``columns`` decoded from JSON)."""
-    with h5.open_checked(path, fmt=PATCHING_FORMAT, what="patching result", datasets=("ld",),
-                         error=PatchingError) as f:
-        out = {name: f[name][:] for name in f}
-        attrs = dict(f.attrs)
-    attrs["columns"] = json.loads(attrs["columns"]) if isinstance(attrs.get("columns"), str) else attrs.get("columns")
-    out["attrs"] = attrs
-    return out

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .. import premises
-from . import directions as rf
+from . import candidates as rf
 
 SCORE_ORDER = ["family", "target", "instructions", "operation", "direction", "source", "coefficient"]
 COSINE_COLUMNS = ["family", "model_a", "model_b", "k", "position_a", "position_b", "cosine",
