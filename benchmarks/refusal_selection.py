@@ -18,8 +18,9 @@ Models:
   generation on the test prompts), so each scoring's choice is judged by the refusal rates
   of generations on held-out prompts (the time includes the extraction).
 
-``--score`` picks the scorings (``logit``: the default, batched log-odds and generation for
-the chosen direction only; ``generation``: every candidate generated from). ``--ptmech
+``--score`` picks the scorings (``logit``: batched log-odds and generation for the chosen
+direction only; ``generation``, the default: every candidate generated from), ``--prune``
+whether all scores are computed (``off``) or only those the choice needs (``on``). ``--ptmech
 PATH`` runs another checkout's library instead (e.g. a ``git worktree`` of an older commit,
 to time the code before a change side by side; its ``search_direction`` must take the same
 arguments). Appends one JSON line per (model, scoring) to ``--out`` with the time, the
@@ -92,7 +93,7 @@ def random_model(results: Path):
            26, ks)
 
 
-def run(name, adapter, candidates, harmful, harmless, n_val, layers, score: str) -> dict:
+def run(name, adapter, candidates, harmful, harmless, n_val, layers, score: str, prune: bool = False) -> dict:
     from ptmech.refusal import directions as rf
 
     s = settings()
@@ -100,7 +101,7 @@ def run(name, adapter, candidates, harmful, harmless, n_val, layers, score: str)
     ids = {key: rf.split_prompts(adapter, table, "val", n_val, s["split_fractions"], s["split_seed"])[1]
            for key, table in (("harmful", harmful), ("harmless", harmless))}
     tokens = rf.refusal_token_ids(adapter.tokenizer, s["refusal_tokens"])
-    selection = {**s["selection"], "score": score, "layers": layers}
+    selection = {**s["selection"], "score": score, "layers": layers, "prune": prune}
     addition = {k: v for k, v in s["addition"].items() if k != "sweep"}
     start = time.perf_counter()
     frame, rule = rf.search_direction(adapter, candidates, ids["harmful"], ids["harmless"], selection=selection,
@@ -109,7 +110,7 @@ def run(name, adapter, candidates, harmful, harmless, n_val, layers, score: str)
     seconds = time.perf_counter() - start
     chosen = frame[frame["selected"]].iloc[0]
     return {
-        "model": name, "score": score, "seconds": round(seconds, 2), "n_candidates": len(frame),
+        "model": name, "score": score, "prune": prune, "seconds": round(seconds, 2), "n_candidates": len(frame),
         "n_val": {key: len(x) for key, x in ids.items()}, "prompt_tokens": sum(len(x) for x in ids["harmful"] + ids["harmless"]),
         "chosen": {"k": int(chosen["k"]), "position": int(chosen["position"])}, "rule": rule,
         "chosen_scores": {c: float(chosen[c]) for c in ("ablation_refusal_score", "addition_refusal_score", "ablation_kl",
@@ -152,6 +153,8 @@ def main() -> None:
                         choices=["organism", "random-135m", "trio"])
     parser.add_argument("--trios", nargs="+", default=[], help="trio folders kept by organism_seeds.py --keep")
     parser.add_argument("--score", nargs="+", default=["logit", "generation"], choices=["logit", "generation"])
+    parser.add_argument("--prune", nargs="+", default=["off"], choices=["off", "on"],
+                        help="refusal.selection.prune: only the scores the choice needs")
     parser.add_argument("--results", default=str(REPO / "results"), help="a finished default run's results/")
     parser.add_argument("--ptmech", default=str(REPO / "workflow_scripts"), help="the library's folder to run")
     parser.add_argument("--label", default="", help="recorded with each row (e.g. before / after)")
@@ -182,10 +185,11 @@ def main() -> None:
             continue
         for model in sources[source](results):
             for score in args.score:
-                row = {**run(*model, score), **env}
-                print(json.dumps({k: v for k, v in row.items() if k != "candidates"}), flush=True)
-                with open(args.out, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+                for prune in args.prune:
+                    row = {**run(*model, score, prune == "on"), **env}
+                    print(json.dumps({k: v for k, v in row.items() if k != "candidates"}), flush=True)
+                    with open(args.out, "a") as f:
+                        f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

@@ -355,3 +355,99 @@ def test_candidate_scores_with_zero_addition_equal_the_baseline(tiny_model_dir):
     assert logit_only["ablation_refusal_rate"].isna().all()
     cols = ["ablation_refusal_score", "addition_refusal_score", "ablation_kl"]
     np.testing.assert_allclose(logit_only[cols], scores[cols], atol=1e-5)  # first generated step = last logits
+
+
+# --- the pruned search (refusal.selection.prune) ----------------------------------------------
+def _random_scores(rng, n: int) -> pd.DataFrame:
+    """Random candidate scores over 10 layers, some with no direction, values spread around
+    the default thresholds (KL 0.1, induce rate 0.5, induce log-odds 0) so that every filter
+    both passes and fails somewhere."""
+    return _scores([(int(rng.integers(0, 10)), -int(rng.integers(1, 4)), float(rng.random() > 0.1),
+                     float(rng.normal(-2, 2)), float(rng.normal(0, 1)), float(rng.exponential(0.1)),
+                     float(rng.integers(0, 5) / 4), float(rng.integers(0, 5) / 4)) for _ in range(n)]
+                   ).drop_duplicates(["k", "position"]).reset_index(drop=True)
+
+
+class _Recorded:
+    """``score_candidates`` as a lookup in a table of every score, keeping NaN for the
+    conditions not asked for, and counting the (candidate, condition) cells asked for."""
+
+    COLUMNS = {"ablation": ["ablation_refusal_score", "ablation_refusal_rate"], "kl": ["ablation_kl"],
+               "addition": ["addition_refusal_score", "addition_refusal_rate"]}
+
+    def __init__(self, full):
+        self.full, self.asked = full.set_index(["k", "position"]), 0
+
+    def __call__(self, cells, conditions):
+        self.asked += len(cells) * len(conditions)
+        rows = self.full.loc[list(cells)].reset_index()
+        for condition, columns in self.COLUMNS.items():
+            if condition not in conditions:
+                rows[columns] = np.nan
+        return rows
+
+
+@pytest.mark.parametrize("score", ["generation", "logit"])
+def test_the_pruned_search_makes_the_same_choice_as_scoring_everything(score):
+    """On 300 random score tables the choice (cell, rule and every kept candidate) from only
+    the scores the pruned search asks for equals the choice from every score, and the search
+    asks for fewer."""
+    rng = np.random.default_rng(0)
+    asked = total = fallbacks = 0
+    for _ in range(300):
+        full = _random_scores(rng, int(rng.integers(1, 12)))
+        cands = rf.Candidates(np.zeros((10, 3, 2), np.float32), list(range(10)), [-3, -2, -1])
+        for (k, p), norm in zip(full[["k", "position"]].itertuples(index=False), full["direction_norm"]):
+            cands.mean_diff[k, [-3, -2, -1].index(p)] = norm
+        full["direction_norm"] = [float(np.linalg.norm(cands.direction(k, p))) for k, p in
+                                  full[["k", "position"]].itertuples(index=False)]
+        recorded = _Recorded(full)
+        pruned = rf.pruned_scores(recorded, cands, list(full[["k", "position"]].itertuples(index=False, name=None)),
+                                  score=score, kl_threshold=0.1, threshold=0.5 if score == "generation" else 0.0,
+                                  n_layers=10)
+        if not (full["direction_norm"] > 0).any():  # nothing to choose from: both say so
+            for frame, kw in ((full, {}), (pruned, {"pruned": True})):
+                with pytest.raises(ValueError, match="no refusal direction candidate"):
+                    rf.select_direction(frame, 10, score=score, **kw)
+            continue
+        want, want_rule = rf.select_direction(full, 10, score=score)
+        got, got_rule = rf.select_direction(pruned, 10, score=score, pruned=True)
+        assert got_rule == want_rule
+        assert got.loc[got["selected"], ["k", "position"]].values.tolist() == \
+            want.loc[want["selected"], ["k", "position"]].values.tolist()
+        assert (got["discarded"] == "").tolist() == (want["discarded"] == "").tolist()
+        asked, total, fallbacks = asked + recorded.asked, total + 3 * len(full), fallbacks + want_rule.startswith("fall")
+    assert asked < 0.8 * total
+    assert 0 < fallbacks < 300  # both the ranked choice and the fallback were compared
+
+
+def test_the_pruned_search_on_a_model_chooses_as_the_full_one(tiny_model_dir):
+    """search_direction with prune on a tiny model: the same chosen cell and rule, the same
+    numbers where it scored (NaN only where a filter had already discarded the candidate),
+    with thresholds at the candidates' medians so that each filter splits them."""
+    adapter = _adapter(tiny_model_dir, "llama", role="instruct")
+    rng = np.random.default_rng(2)
+    cands = rf.Candidates(rng.normal(size=(adapter.n_layers + 1, 2, adapter.d_model)).astype(np.float32),
+                          list(range(adapter.n_layers + 1)), [-2, -1])
+    harmful = adapter.encode([adapter.render_instruction(x) for x in HARMFUL[:4]])
+    harmless = adapter.encode([adapter.render_instruction(x) for x in HARMLESS[:4]])
+    tokens = rf.refusal_token_ids(adapter.tokenizer, ["I"])
+    selection = {"score": "logit", "prune": False, "max_new_tokens": 2, "layers": "auto", "layer_stride": 1,
+                 "positions": "all", "discard_last_fraction": 0.0, "kl_threshold": 0.1, "induce_rate": 0.5,
+                 "induce_threshold": 0.0}
+    addition = {"coefficient": 2.0, "units": "mean_difference", "sites": ["block_input"]}
+    search = lambda **kw: rf.search_direction(adapter, cands, harmful, harmless, selection={**selection, **kw},
+                                              addition=addition, refusal_tokens=tokens, batch_size=3)
+    probe, _ = search()
+    medians = dict(kl_threshold=float(probe["ablation_kl"].median()),
+                   induce_threshold=float(probe["addition_refusal_score"].median()))
+    full, full_rule = search(**medians)
+    pruned, pruned_rule = search(prune=True, **medians)
+    assert pruned_rule == full_rule and pruned_rule.startswith("lowest")
+    assert pruned.loc[pruned["selected"], ["k", "position"]].values.tolist() == \
+        full.loc[full["selected"], ["k", "position"]].values.tolist()
+    scores = ["ablation_refusal_score", "addition_refusal_score", "ablation_kl"]
+    done = pruned[scores].notna()
+    np.testing.assert_allclose(pruned[scores].to_numpy()[done], full[scores].to_numpy()[done], rtol=1e-4, atol=1e-5)
+    assert done["addition_refusal_score"].all() and not done["ablation_refusal_score"].all()
+    assert (pruned["discarded"] == "").tolist() == (full["discarded"] == "").tolist()

@@ -134,11 +134,33 @@ def unit(direction) -> torch.Tensor:
 
 
 # --- selection ------------------------------------------------------------------------------
+CONDITIONS = ("ablation", "kl", "addition")
+
+
+def baseline_runs(adapter: ModelAdapter, harmful_ids: Sequence[Sequence[int]], harmless_ids: Sequence[Sequence[int]],
+                  *, max_new_tokens: int = 0, batch_size: int = 32,
+                  prefixes: Sequence[str] = REFUSAL_PREFIXES) -> dict:
+    """The validation prompts without intervention: next-token logits at the first generated
+    position, and with ``max_new_tokens`` the refusal rate of that many greedy tokens."""
+    if max_new_tokens:
+        gens = {name: greedy(adapter, ids, max_new_tokens=max_new_tokens, batch_size=batch_size)
+                for name, ids in (("harmful", harmful_ids), ("harmless", harmless_ids))}
+        logits = {name: g.first_logits for name, g in gens.items()}
+        rate = {name: float(np.mean([is_refusal(t, prefixes) for t in g.texts(adapter.tokenizer)]))
+                for name, g in gens.items()}
+    else:
+        logits = {"harmful": last_logits(adapter, ids=harmful_ids, batch_size=batch_size),
+                  "harmless": last_logits(adapter, ids=harmless_ids, batch_size=batch_size)}
+        rate = {"harmful": float("nan"), "harmless": float("nan")}
+    return {"logits": logits, "rate": rate, "max_new_tokens": max_new_tokens}
+
+
 def score_candidates(adapter: ModelAdapter, candidates: Candidates, cells: Sequence[tuple[int, int]],
                      harmful_ids: Sequence[Sequence[int]], harmless_ids: Sequence[Sequence[int]],
                      refusal_tokens: Sequence[int], *, coefficient: float, units: str = "mean_difference",
                      sites: Sequence[str] = SITES, batch_size: int = 32, max_new_tokens: int = 0,
-                     prefixes: Sequence[str] = REFUSAL_PREFIXES,
+                     prefixes: Sequence[str] = REFUSAL_PREFIXES, conditions: Sequence[str] = CONDITIONS,
+                     baselines: dict | None = None,
                      log: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Score each candidate (k, position) in ``cells`` on validation prompts (token ids):
 
@@ -156,6 +178,11 @@ def score_candidates(adapter: ModelAdapter, candidates: Candidates, cells: Seque
     own direction (``interventions.ablate_rows`` / ``add_rows``), rows in prompt-length
     order, so the work is one forward pass (or one generation) per batch of rows whatever
     the number of candidates, with the same numbers as one candidate at a time.
+
+    ``conditions`` chooses which of the three are run (``ablation``: harmful prompts,
+    ablated; ``kl``: harmless prompts, ablated; ``addition``: harmless prompts, added); the
+    scores of the others are NaN. ``baselines`` (``baseline_runs``) saves rerunning the
+    unsteered prompts between calls.
 
     Returns one row per candidate with ``k``, ``position``, ``direction_norm`` and the
     scores; the baseline scores are in ``frame.attrs``."""
@@ -175,16 +202,13 @@ def score_candidates(adapter: ModelAdapter, candidates: Candidates, cells: Seque
     def refused(gens) -> np.ndarray:
         return np.array([is_refusal(t, prefixes) for t in gens.texts(adapter.tokenizer)], dtype=float)
 
-    # baselines: no intervention
-    if max_new_tokens:
-        gens = {name: greedy(adapter, ids, max_new_tokens=max_new_tokens, batch_size=batch_size)
-                for name, ids in (("harmful", harmful_ids), ("harmless", harmless_ids))}
-        base = {name: g.first_logits for name, g in gens.items()}
-        base_rate = {name: float(refused(g).mean()) for name, g in gens.items()}
-    else:
-        base = {"harmful": last_logits(adapter, ids=harmful_ids, batch_size=batch_size),
-                "harmless": last_logits(adapter, ids=harmless_ids, batch_size=batch_size)}
-        base_rate = {"harmful": float("nan"), "harmless": float("nan")}
+    unknown = set(conditions) - set(CONDITIONS)
+    if unknown:
+        raise ValueError(f"unknown scoring conditions {sorted(unknown)} (of {', '.join(CONDITIONS)})")
+    if baselines is None or baselines["max_new_tokens"] != max_new_tokens:
+        baselines = baseline_runs(adapter, harmful_ids, harmless_ids, max_new_tokens=max_new_tokens,
+                                  batch_size=batch_size, prefixes=prefixes)
+    base, base_rate = baselines["logits"], baselines["rate"]
 
     # every (candidate, prompt) row of three conditions; sums per candidate
     state: dict = {"ablate": None, "add": {}}
@@ -196,15 +220,16 @@ def score_candidates(adapter: ModelAdapter, candidates: Candidates, cells: Seque
     C = len(cells)
     sums = {key: np.zeros(C) for key in ("ablation_score", "ablation_kl", "addition_score",
                                          "ablation_rate", "addition_rate")}
-    conditions = [  # (operation, prompts, prompt set, what each row adds to, generate?)
-        ("ablation", harmful_ids, "harmful", ("ablation_score", "ablation_rate"), bool(max_new_tokens)),
-        ("ablation", harmless_ids, "harmless", ("ablation_kl", None), False),
-        ("addition", harmless_ids, "harmless", ("addition_score", "addition_rate"), bool(max_new_tokens)),
+    runs = [  # (condition, operation, prompts, prompt set, what each row adds to, generate?)
+        ("ablation", "ablation", harmful_ids, "harmful", ("ablation_score", "ablation_rate"), bool(max_new_tokens)),
+        ("kl", "ablation", harmless_ids, "harmless", ("ablation_kl", None), False),
+        ("addition", "addition", harmless_ids, "harmless", ("addition_score", "addition_rate"), bool(max_new_tokens)),
     ]
-    rows_total = C * (len(harmful_ids) + 2 * len(harmless_ids))
+    runs = [r[1:] for r in runs if r[0] in conditions]
+    rows_total = C * sum(len(r[1]) for r in runs)
     progress = Progress(rows_total, log, what="candidate-prompt rows") if log else None
     with hooked(regs):
-        for operation, ids, name, (score_key, rate_key), generate in conditions:
+        for operation, ids, name, (score_key, rate_key), generate in runs:
             pairs = sorted(((c, i) for c in range(C) for i in range(len(ids))), key=lambda ci: -len(ids[ci[1]]))
             for start in range(0, len(pairs), batch_size):
                 chunk = pairs[start:start + batch_size]
@@ -234,13 +259,17 @@ def score_candidates(adapter: ModelAdapter, candidates: Candidates, cells: Seque
         state["ablate"], state["add"] = None, {}
     n_harmful, n_harmless = max(1, len(harmful_ids)), max(1, len(harmless_ids))
     nan = np.full(C, np.nan)
+
+    def mean(key, n, condition, generated=False):
+        return sums[key] / n if condition in conditions and (max_new_tokens or not generated) else nan
+
     frame = pd.DataFrame({
         "k": [k for k, _ in cells], "position": [p for _, p in cells], "direction_norm": norms,
-        "ablation_refusal_score": sums["ablation_score"] / n_harmful,
-        "addition_refusal_score": sums["addition_score"] / n_harmless,
-        "ablation_kl": sums["ablation_kl"] / n_harmless,
-        "ablation_refusal_rate": sums["ablation_rate"] / n_harmful if max_new_tokens else nan,
-        "addition_refusal_rate": sums["addition_rate"] / n_harmless if max_new_tokens else nan,
+        "ablation_refusal_score": mean("ablation_score", n_harmful, "ablation"),
+        "addition_refusal_score": mean("addition_score", n_harmless, "addition"),
+        "ablation_kl": mean("ablation_kl", n_harmless, "kl"),
+        "ablation_refusal_rate": mean("ablation_rate", n_harmful, "ablation", generated=True),
+        "addition_refusal_rate": mean("addition_rate", n_harmless, "addition", generated=True),
     })
     frame.attrs.update({
         "baseline_harmful_refusal_score": float(log_odds(base["harmful"]).mean()),
@@ -286,7 +315,7 @@ SCORES = {"generation": ("ablation_refusal_rate", "addition_refusal_rate"),
 
 def select_direction(scores: pd.DataFrame, n_layers: int, *, score: str = "generation",
                      kl_threshold: float = 0.1, induce_threshold: float = 0.0, induce_rate: float = 0.5,
-                     discard_last_fraction: float = 0.2) -> tuple[pd.DataFrame, str]:
+                     discard_last_fraction: float = 0.2, pruned: bool = False) -> tuple[pd.DataFrame, str]:
     """Arditi et al.'s choice among scored candidates. ``score`` names the refusal measure:
     ``generation`` (refusal rates of greedy generations) or ``logit`` (Arditi et al.'s
     first-position log-odds). Discard candidates with ``ablation_kl`` above
@@ -296,6 +325,9 @@ def select_direction(scores: pd.DataFrame, n_layers: int, *, score: str = "gener
     broken by the log-odds). If every candidate is discarded (e.g. a base model that never
     refuses), fall back to the highest addition score among the candidates that pass the
     KL and depth filters (else among all with a finite score), and say so in the rule.
+    ``pruned``: the scores come from ``search_direction``'s pruned search, where a NaN KL or
+    ablation score was not needed (an earlier filter had already discarded the candidate)
+    rather than non-finite; only the addition score must be finite.
 
     Returns the scores with ``discarded`` (reason, "" if kept) and ``selected`` columns, and
     the rule that made the choice."""
@@ -305,7 +337,7 @@ def select_direction(scores: pd.DataFrame, n_layers: int, *, score: str = "gener
     threshold = induce_rate if score == "generation" else induce_threshold
     s = scores.copy()
     limit = int(n_layers * (1.0 - discard_last_fraction))
-    finite = np.isfinite(s[[ablation, addition, "ablation_kl"]]).all(axis=1)
+    finite = np.isfinite(s[[addition] if pruned else [ablation, addition, "ablation_kl"]]).all(axis=1)
     # e.g. k = 0 at a template token: the same embedding for every prompt, no direction at all
     finite &= s["direction_norm"] > 1e-6 * s["direction_norm"].max()
     shallow = s["k"] < limit
@@ -315,12 +347,13 @@ def select_direction(scores: pd.DataFrame, n_layers: int, *, score: str = "gener
         "; ".join(why for ok, why in (
             (f, "zero direction or non-finite score"),
             (d, f"in the last {discard_last_fraction:.0%} of layers"),
-            (q, f"ablation KL {kl:.3g} > {kl_threshold}"),
+            (q or (pruned and np.isnan(kl)), f"ablation KL {kl:.3g} > {kl_threshold}"),
             (i, f"{addition} {add:.3g} <= {threshold}"),
         ) if not ok)
         for f, d, q, i, kl, add in zip(finite, shallow, low_kl, induces, s["ablation_kl"], s[addition])
     ]
-    kept, soft = s[finite & shallow & low_kl & induces], s[finite & shallow & low_kl]
+    kept = s[finite & shallow & low_kl & induces & np.isfinite(s[ablation])]
+    soft = s[finite & shallow & low_kl]
     if len(kept):
         best = kept.sort_values([ablation, "ablation_refusal_score"], kind="stable").index[0]
         rule = f"lowest {ablation} among candidates passing the filters"
@@ -346,7 +379,8 @@ def search_direction(adapter: ModelAdapter, candidates: Candidates, harmful_ids:
     scores on the validation prompts, and the choice (``select_direction``). With score
     ``logit`` only the chosen candidate (and the baseline) is generated from, so its row
     also has the refusal rates of ``max_new_tokens`` greedy tokens; the other rows' rates
-    are NaN."""
+    are NaN. With ``selection["prune"]`` only the scores the choice needs are computed
+    (``pruned_scores``): the same choice, with NaN for the scores it did not need."""
     discard = 0.0 if k is not None else selection["discard_last_fraction"]
     cells = candidate_cells(candidates, adapter.n_layers,
                             layers=[k] if k is not None else selection["layers"],
@@ -356,18 +390,29 @@ def search_direction(adapter: ModelAdapter, candidates: Candidates, harmful_ids:
         log(f"scoring {len(cells)} candidate cells on {len(harmful_ids)} harmful and {len(harmless_ids)} "
             f"harmless validation prompts (score: {selection['score']})")
     generate = selection["score"] == "generation"
+    n_tokens = selection["max_new_tokens"] if generate else 0
+    prune = bool(selection.get("prune", False))
+    baselines = baseline_runs(adapter, harmful_ids, harmless_ids, max_new_tokens=n_tokens, batch_size=batch_size,
+                              prefixes=prefixes)
 
-    def scored(cells, max_new_tokens, log=None):
+    def scored(cells, max_new_tokens, conditions=CONDITIONS, log=None):
         return score_candidates(
             adapter, candidates, cells, harmful_ids, harmless_ids, refusal_tokens,
             coefficient=addition["coefficient"], units=addition["units"], sites=addition["sites"],
-            batch_size=batch_size, prefixes=prefixes, max_new_tokens=max_new_tokens, log=log)
+            batch_size=batch_size, prefixes=prefixes, max_new_tokens=max_new_tokens, conditions=conditions,
+            baselines=baselines, log=log)
 
-    scores = scored(cells, selection["max_new_tokens"] if generate else 0, log)
+    if prune:
+        scores = pruned_scores(lambda cells, conditions: scored(cells, n_tokens, conditions, log), candidates, cells,
+                               score=selection["score"], kl_threshold=selection["kl_threshold"],
+                               threshold=selection["induce_rate" if generate else "induce_threshold"],
+                               n_layers=adapter.n_layers, discard_last_fraction=discard, log=log)
+    else:
+        scores = scored(cells, n_tokens, log=log)
     frame, rule = select_direction(scores, adapter.n_layers, score=selection["score"],
                                    kl_threshold=selection["kl_threshold"],
                                    induce_threshold=selection["induce_threshold"],
-                                   induce_rate=selection["induce_rate"], discard_last_fraction=discard)
+                                   induce_rate=selection["induce_rate"], discard_last_fraction=discard, pruned=prune)
     frame.attrs.update(scores.attrs)
     if not generate:  # the refusal rates of the chosen direction only
         best = frame.index[frame["selected"]][0]
@@ -376,6 +421,62 @@ def search_direction(adapter: ModelAdapter, candidates: Candidates, harmful_ids:
         frame.loc[best, rates] = chosen.loc[0, rates].to_numpy()
         frame.attrs.update({key: v for key, v in chosen.attrs.items() if key.endswith("_rate")})
     return frame, rule
+
+
+def pruned_scores(scored: Callable[[list, Sequence[str]], pd.DataFrame], candidates: Candidates,
+                  cells: Sequence[tuple[int, int]], *, score: str, kl_threshold: float, threshold: float,
+                  n_layers: int, discard_last_fraction: float = 0.2,
+                  log: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """The scores ``select_direction`` needs to make its choice, and no others:
+
+    1. addition (harmless prompts) for every candidate with a non-zero direction: the induce
+       filter, and the fallback's ranking;
+    2. the ablation KL (harmless prompts, one forward pass, no generation) for the
+       candidates that induce refusal, or for all of them when none does (the fallback
+       ranks the candidates that pass the KL filter);
+    3. ablation on the harmful prompts for the candidates that pass both filters and the
+       depth filter (``n_layers``, ``discard_last_fraction`` as in ``select_direction``),
+       the only ones the choice ranks by it.
+
+    ``scored(cells, conditions)`` is ``score_candidates`` bound to the prompts; scores not
+    computed are NaN. ``select_direction(..., pruned=True)`` then makes the same choice as on
+    every score (the filters and rankings only read these)."""
+    ablation, addition = SCORES[score]
+    keys = ["k", "position"]
+    cells = [(int(k), int(p)) for k, p in cells]
+    norms = {c: float(np.linalg.norm(candidates.direction(*c))) for c in cells}
+    top = max(norms.values(), default=0.0)
+    live = [c for c in cells if norms[c] > 1e-6 * top]
+    frames = [scored(live, ("addition",))] if live else []
+    by_cell = frames[0].set_index(keys) if frames else pd.DataFrame()
+    induce = [c for c in live if by_cell.at[c, addition] > threshold]
+    passing: list = []
+    if induce:
+        frames.append(scored(induce, ("kl",)))
+        kl = frames[-1].set_index(keys)["ablation_kl"]
+        limit = int(n_layers * (1.0 - discard_last_fraction))
+        passing = [c for c in induce if kl.at[c] <= kl_threshold and c[0] < limit]
+    if not passing:  # the fallback: every candidate's KL
+        rest = [c for c in live if c not in induce]
+        if rest:
+            frames.append(scored(rest, ("kl",)))
+    else:
+        frames.append(scored(passing, ("ablation",)))
+    if log:
+        log(f"pruned search: addition scored for {len(live)} of {len(cells)} candidates (the rest have no direction), "
+            f"ablation KL for {len(induce) if passing else len(live)}, ablation on harmful prompts for {len(passing)}")
+    full = pd.DataFrame({"k": [k for k, _ in cells], "position": [p for _, p in cells],
+                         "direction_norm": [norms[c] for c in cells]})
+    for column in ("ablation_refusal_score", "addition_refusal_score", "ablation_kl", "ablation_refusal_rate",
+                   "addition_refusal_rate"):
+        full[column] = np.nan
+    full = full.set_index(keys)
+    for f in frames:
+        full.update(f.set_index(keys).drop(columns="direction_norm"))
+    full = full.reset_index()
+    if frames:
+        full.attrs.update(frames[0].attrs)
+    return full
 
 
 def configured_selection(k: int, position: int, direction_norm: float) -> pd.DataFrame:
