@@ -337,14 +337,20 @@ def test_batched_candidate_scores_equal_one_candidate_at_a_time(tiny_model_dir, 
     assert scores["ablation_refusal_score"].nunique() == len(cells)  # the candidates differ
 
 
-def test_candidate_scores_with_zero_addition_equal_the_baseline(tiny_model_dir):
+def _random_candidates(tiny_model_dir, seed: int):
+    """A tiny instruct llama, random candidates at every (k, -2 / -1), four harmful and four
+    harmless prompts and the refusal token "I"."""
     adapter = _adapter(tiny_model_dir, "llama", role="instruct")
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     cands = rf.Candidates(rng.normal(size=(adapter.n_layers + 1, 2, adapter.d_model)).astype(np.float32),
                           list(range(adapter.n_layers + 1)), [-2, -1])
     harmful = adapter.encode([adapter.render_instruction(x) for x in HARMFUL[:4]])
     harmless = adapter.encode([adapter.render_instruction(x) for x in HARMLESS[:4]])
-    tokens = rf.refusal_token_ids(adapter.tokenizer, ["I"])
+    return adapter, cands, harmful, harmless, rf.refusal_token_ids(adapter.tokenizer, ["I"])
+
+
+def test_candidate_scores_with_zero_addition_equal_the_baseline(tiny_model_dir):
+    adapter, cands, harmful, harmless, tokens = _random_candidates(tiny_model_dir, seed=0)
     scores = rf.score_candidates(adapter, cands, [(1, -1), (2, -2)], harmful, harmless, tokens, coefficient=0.0,
                                  max_new_tokens=3)
     assert np.allclose(scores["addition_refusal_score"], scores.attrs["baseline_harmless_refusal_score"], atol=1e-6)
@@ -425,13 +431,7 @@ def test_the_pruned_search_on_a_model_chooses_as_the_full_one(tiny_model_dir):
     """search_direction with prune on a tiny model: the same chosen cell and rule, the same
     numbers where it scored (NaN only where a filter had already discarded the candidate),
     with thresholds at the candidates' medians so that each filter splits them."""
-    adapter = _adapter(tiny_model_dir, "llama", role="instruct")
-    rng = np.random.default_rng(2)
-    cands = rf.Candidates(rng.normal(size=(adapter.n_layers + 1, 2, adapter.d_model)).astype(np.float32),
-                          list(range(adapter.n_layers + 1)), [-2, -1])
-    harmful = adapter.encode([adapter.render_instruction(x) for x in HARMFUL[:4]])
-    harmless = adapter.encode([adapter.render_instruction(x) for x in HARMLESS[:4]])
-    tokens = rf.refusal_token_ids(adapter.tokenizer, ["I"])
+    adapter, cands, harmful, harmless, tokens = _random_candidates(tiny_model_dir, seed=2)
     selection = {"score": "logit", "prune": False, "max_new_tokens": 2, "layers": "auto", "layer_stride": 1,
                  "positions": "all", "discard_last_fraction": 0.0, "kl_threshold": 0.1, "induce_rate": 0.5,
                  "induce_threshold": 0.0}
