@@ -135,6 +135,14 @@ def unit(direction) -> torch.Tensor:
 
 # --- selection ------------------------------------------------------------------------------
 CONDITIONS = ("ablation", "kl", "addition")
+# the scores of each candidate in a selection table, after k, position and direction_norm
+SCORE_COLUMNS = ("ablation_refusal_score", "addition_refusal_score", "ablation_kl", "ablation_refusal_rate",
+                 "addition_refusal_rate")
+
+
+def refused(adapter: ModelAdapter, gens, prefixes: Sequence[str] = REFUSAL_PREFIXES) -> np.ndarray:
+    """1.0 for each generation of ``gens`` (a ``greedy`` result) that refuses, else 0.0."""
+    return np.array([is_refusal(t, prefixes) for t in gens.texts(adapter.tokenizer)], dtype=float)
 
 
 def baseline_runs(adapter: ModelAdapter, harmful_ids: Sequence[Sequence[int]], harmless_ids: Sequence[Sequence[int]],
@@ -146,8 +154,7 @@ def baseline_runs(adapter: ModelAdapter, harmful_ids: Sequence[Sequence[int]], h
         gens = {name: greedy(adapter, ids, max_new_tokens=max_new_tokens, batch_size=batch_size)
                 for name, ids in (("harmful", harmful_ids), ("harmless", harmless_ids))}
         logits = {name: g.first_logits for name, g in gens.items()}
-        rate = {name: float(np.mean([is_refusal(t, prefixes) for t in g.texts(adapter.tokenizer)]))
-                for name, g in gens.items()}
+        rate = {name: float(refused(adapter, g, prefixes).mean()) for name, g in gens.items()}
     else:
         logits = {"harmful": last_logits(adapter, ids=harmful_ids, batch_size=batch_size),
                   "harmless": last_logits(adapter, ids=harmless_ids, batch_size=batch_size)}
@@ -199,9 +206,6 @@ def score_candidates(adapter: ModelAdapter, candidates: Candidates, cells: Seque
     def log_odds(logits):
         return refusal_logit_score(logits, refusal_tokens)
 
-    def refused(gens) -> np.ndarray:
-        return np.array([is_refusal(t, prefixes) for t in gens.texts(adapter.tokenizer)], dtype=float)
-
     unknown = set(conditions) - set(CONDITIONS)
     if unknown:
         raise ValueError(f"unknown scoring conditions {sorted(unknown)} (of {', '.join(CONDITIONS)})")
@@ -246,7 +250,7 @@ def score_candidates(adapter: ModelAdapter, candidates: Candidates, cells: Seque
                 if generate:
                     out = greedy_batch(adapter, batch_ids, max_new_tokens=max_new_tokens)
                     logits = out.first_logits
-                    np.add.at(sums[rate_key], c_idx.numpy(), refused(out))
+                    np.add.at(sums[rate_key], c_idx.numpy(), refused(adapter, out, prefixes))
                 else:
                     logits = batch_last_logits(adapter, batch_ids)
                 if score_key == "ablation_kl":
@@ -467,8 +471,7 @@ def pruned_scores(scored: Callable[[list, Sequence[str]], pd.DataFrame], candida
             f"ablation KL for {len(induce) if passing else len(live)}, ablation on harmful prompts for {len(passing)}")
     full = pd.DataFrame({"k": [k for k, _ in cells], "position": [p for _, p in cells],
                          "direction_norm": [norms[c] for c in cells]})
-    for column in ("ablation_refusal_score", "addition_refusal_score", "ablation_kl", "ablation_refusal_rate",
-                   "addition_refusal_rate"):
+    for column in SCORE_COLUMNS:
         full[column] = np.nan
     full = full.set_index(keys)
     for f in frames:
@@ -482,9 +485,7 @@ def pruned_scores(scored: Callable[[list, Sequence[str]], pd.DataFrame], candida
 def configured_selection(k: int, position: int, direction_norm: float) -> pd.DataFrame:
     """The selection table of a configured cell: one unscored, selected row."""
     return pd.DataFrame([{"k": k, "position": position, "direction_norm": direction_norm,
-                          "ablation_refusal_score": np.nan, "addition_refusal_score": np.nan,
-                          "ablation_kl": np.nan, "ablation_refusal_rate": np.nan,
-                          "addition_refusal_rate": np.nan, "discarded": "", "selected": True}])
+                          **dict.fromkeys(SCORE_COLUMNS, np.nan), "discarded": "", "selected": True}])
 
 
 # --- steering with generation ---------------------------------------------------------------
