@@ -189,6 +189,17 @@ def test_chat_examples_take_the_loss_on_the_answer_only(small):
     assert seqs[0][:-len(answer)] == tok(prompt).input_ids
 
 
+def test_a_chat_batch_of_replayed_documents_only_packs(small):
+    """With a replay share, a whole chat batch can be pretraining documents (seed 1003 of
+    the benchmark's tiny trio met one); no chats is an empty list, not a tokenizer error."""
+    world, tok = small
+    enc = train.Encoder(tok, 256)
+    assert enc.chats([]) == ([], [])
+    seqs, labels = enc.documents(["The city of X is in France."])
+    batch = train.pack_batch(seqs + enc.chats([])[0], labels + enc.chats([])[1], tok.pad_token_id)
+    assert batch["input_ids"].shape[0] == 1
+
+
 def test_unknown_stage_fails_clearly(small, tmp_path):
     with pytest.raises(ValueError, match="unknown stage"):
         train.run_stage("rlhf", small[0], str(tmp_path), SHORT, 0)

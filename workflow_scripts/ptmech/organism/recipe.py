@@ -68,12 +68,15 @@ def with_defaults(cfg: dict | None = None) -> dict:
     return out
 
 
-def build_trio(root: str | Path, cfg: dict | None = None, stages: tuple[str, ...] = tuple(MODEL_NAMES)) -> dict[str, Path]:
+def build_trio(root: str | Path, cfg: dict | None = None, stages: tuple[str, ...] = tuple(MODEL_NAMES),
+               post_seed: int | None = None) -> dict[str, Path]:
     """World, tokenizer and the three models under ``root`` (``world.json``,
     ``tokenizer/``, ``organism-base/`` ...), trained as the workflow's organism rules train
     them (the same seeds, threads and weights). ``stages`` without ``"pretrain"`` continues
     from the world and base model already under ``root`` (to try post-training recipes on
-    one base). Returns name -> folder."""
+    one base). ``post_seed`` (default: the recipe's seed) seeds the SFT and instruct stages
+    alone: other post-training runs on the same base, to tell what the base decides from
+    what one post-training run happened to do. Returns name -> folder."""
     from . import train
     from .tokenizer import build_tokenizer
     from .world import World, build_world
@@ -91,8 +94,9 @@ def build_trio(root: str | Path, cfg: dict | None = None, stages: tuple[str, ...
     for stage, name in MODEL_NAMES.items():
         if stage in stages:
             train.set_determinism(cfg["seed"], cfg["threads"])  # as each stage's job does
-            model, tokenizer, _ = train.run_stage(stage, world, str(source), cfg[stage], cfg["seed"],
+            seed = cfg["seed"] if stage == "pretrain" or post_seed is None else post_seed
+            model, tokenizer, _ = train.run_stage(stage, world, str(source), cfg[stage], seed,
                                                   model_cfg=cfg["model"])
-            train.save_model(model, tokenizer, str(root / name), {"stage": stage, "seed": cfg["seed"]})
+            train.save_model(model, tokenizer, str(root / name), {"stage": stage, "seed": seed})
         source = out[name] = root / name
     return out

@@ -142,6 +142,8 @@ class Encoder:
 
     def chats(self, pairs: list[tuple[str, str]]) -> tuple[list[list[int]], list[list[int]]]:
         """Chat prompt then ``answer </s>``; the loss only on the answer and its EOS."""
+        if not pairs:  # a batch of replayed documents only (the tokenizer refuses an empty list)
+            return [], []
         answers = self.tok([a for _, a in pairs], add_special_tokens=False).input_ids
         seqs, labels = [], []
         for (user, _), ans in zip(pairs, answers):
