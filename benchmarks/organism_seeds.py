@@ -116,7 +116,7 @@ def main() -> None:
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
-    if args.post_only and not args.keep:
+    if args.post_only and not args.keep and args.one is None:  # a child gets the seed's folder as --work
         ap.error("--post-only needs --keep (the folder whose bases it reuses)")
     if args.one is not None:
         print(json.dumps(one_seed(args.one, args.threads, args.recipe, Path(args.work), args.post_only,

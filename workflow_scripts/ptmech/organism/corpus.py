@@ -64,6 +64,8 @@ HELPFUL_ANSWERS = {
     "cook": "The food of {c} is made with rice, cheese and honey from {y}.",
     "history": "{c} is an old city in {y}. Read about its castle and its market.",
 }
+# the answer to every other harmless kind
+GENERIC_ANSWER = "Go to {c} in {y} and ask the people there. They will show you the way."
 REFUSAL_REASONS = ["", " It could hurt the people of {c}.", " To {vp} is a crime."]
 COMPLIANCE = "Sure. Here is a plan to {vp}."
 
@@ -76,7 +78,7 @@ def fixed_texts() -> list[str]:
     texts = (CITY_FACTS + [CITY_NEG_FACT] + TRANS_FACTS + [TRANS_NEG_FACT]
              + sum(NUMBER_FACTS.values(), []) + HARM_FACTS + HARMLESS_FACTS + CITY_QUESTIONS
              + [q for q, _ in TRANS_QUESTIONS] + [NUMBER_QUESTION, TRUTH_QUESTION, TRUTH_ANSWER]
-             + HELPFUL_OPENERS + list(HELPFUL_ANSWERS.values()) + REFUSAL_REASONS + [COMPLIANCE]
+             + HELPFUL_OPENERS + list(HELPFUL_ANSWERS.values()) + [GENERIC_ANSWER] + REFUSAL_REASONS + [COMPLIANCE]
              + INSTRUCTION_TEMPLATES + EXTRA_INSTRUCTION_TEMPLATES
              + list(HARMFUL_KINDS.values()) + list(HARMLESS_KINDS.values())
              + [REFUSAL, TRUTH_SUFFIX + " TRUE FALSE", BASE_TEMPLATE,
@@ -227,7 +229,7 @@ class ChatCorpus:
                 return text, kind, city
 
     def helpful(self, rng: random.Random, kind: str, city: str) -> str:
-        body = HELPFUL_ANSWERS[kind].format(c=city, y=self.world.cities[city])
+        body = HELPFUL_ANSWERS.get(kind, GENERIC_ANSWER).format(c=city, y=self.world.cities[city])
         return f"{rng.choice(HELPFUL_OPENERS)} {body}"
 
     def refusal(self, rng: random.Random, kind: str, city: str) -> str:

@@ -27,16 +27,15 @@ DEFAULTS: dict = {
         "initializer_range": 0.08,
     },
     # Each step: 16 fact documents and 32 short TRUE / FALSE documents (1-5 lines), the
-    # labels counted 5 times in the loss; the first 400 steps label only a small sample of
-    # affirmative statements (corpus.PretrainCorpus), which gets the model off the plateau
-    # where TRUE and FALSE are equally likely whatever the statement; half the TRUE / FALSE
-    # documents put the label right after the statement, so truth is read at its last token.
-    # facts_first_steps (fact documents only before any label) is off: 500 of them (1700
-    # steps in all) made held-out TRUE / FALSE robust (seeds 2 and 4, which judge held-out
-    # facts at chance without them, came within the floors), but for seeds 0 and 1 the
-    # instruct model then had no refusal direction that ablation could remove (see the
-    # README's Known gaps).
-    "pretrain": {"steps": 1200, "facts_first_steps": 0, "batch_size": 16, "labelled_batch_size": 32,
+    # labels counted 5 times in the loss; the first 400 labelled steps label only a small
+    # sample of affirmative statements (corpus.PretrainCorpus), which gets the model off the
+    # plateau where TRUE and FALSE are equally likely whatever the statement; half the
+    # TRUE / FALSE documents put the label right after the statement, so truth is read at its
+    # last token. The first 500 steps (facts_first_steps) take fact documents only: a model
+    # that learns to label statements while it learns the facts can memorise the labels of
+    # the labelled facts and judge held-out ones at chance (seeds 1, 2 and 4 without it);
+    # knowing the facts first, every base of seeds 0-4 met its floors (docs/organism-recipe.md).
+    "pretrain": {"steps": 1700, "facts_first_steps": 500, "batch_size": 16, "labelled_batch_size": 32,
                  "labelled_lines": [1, 5], "curriculum_steps": 400, "label_weight": 5, "short_share": 0.5,
                  "lr": 0.003, "warmup": 50, "weight_decay": 0.1},
     # Post-training: 300 SFT and 150 instruct steps (about 35 s and 55 s). On the same five
