@@ -8,7 +8,11 @@ from pathlib import Path
 
 DEFAULTS: dict = {
     "seed": 0,
-    "threads": 2,
+    # One thread: the weights depend on the thread count, and at 2 threads the same seed gave
+    # an instruct model whose refusal no direction carried (ablated, still 1.00) where one
+    # thread, as benchmarks/organism_seeds.py trains, gives 0.00; the default run then trains
+    # exactly the organism the seed table measures (about 50% slower: base 3:25, not 2:18).
+    "threads": 1,
     "world": {
         "n_countries": 16,
         "cities_per_country": 10,
@@ -38,8 +42,9 @@ DEFAULTS: dict = {
     "pretrain": {"steps": 1700, "facts_first_steps": 500, "batch_size": 16, "labelled_batch_size": 32,
                  "labelled_lines": [1, 5], "curriculum_steps": 400, "label_weight": 5, "short_share": 0.5,
                  "lr": 0.003, "warmup": 50, "weight_decay": 0.1},
-    # Post-training: 300 SFT and 150 instruct steps (about 35 s and 55 s). On the same five
-    # bases (seeds 0-4, benchmarks/organism_seeds.py), 150 + 75 steps gave SFT models that
+    # Post-training: 300 SFT and 150 instruct steps (about 35 s and 55 s). On the five bases
+    # of the earlier recipe (seeds 0-4, 6 request kinds of each, no facts-first;
+    # benchmarks/organism_seeds.py), 150 + 75 steps gave SFT models that
     # refused 0.82-0.86 of harmful or 0.12-0.14 of harmless requests for 3 seeds, and an
     # instruct model whose own direction removed refusal for 2; 300 + 150 steps gave SFT
     # models within their floors for every seed and directions that work for 3 of 4 seeds
