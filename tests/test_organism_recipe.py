@@ -4,8 +4,9 @@ every floor the README promises (``ptmech.organism.floors``): base knowledge, he
 few-shot TRUE/FALSE and truth probe, no refusals from the base; SFT and instruct refusing
 harmful requests only; the instruct model's own refusal direction passing the selection
 filters, removing refusal when ablated and inducing it when added. The floors are the same
-numbers the workflow's organism rules enforce; ``benchmarks/organism_seeds.py`` shows they
-hold across seeds and CPU kernels, not for one seed on one machine."""
+numbers the workflow's organism rules enforce; ``benchmarks/organism_seeds.py`` measures
+how far they hold across seeds and CPU kernels (not yet for every seed: see
+docs/organism-recipe.md)."""
 
 from __future__ import annotations
 
