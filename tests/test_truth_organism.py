@@ -36,7 +36,7 @@ def organism_probes(organism_dir, tmp_path_factory):
 
 def test_base_model_best_layer_heldout_probe_accuracy(organism_probes):
     (acc, _), layers = organism_probes[0]["organism-base"], organism_probes[1]
-    # measured 0.99 on the default trio (leave-one-dataset-out mm, k = 6); the floor leaves
+    # measured 0.97 on the default trio (leave-one-dataset-out mm, k = 5; 0.42 at k <= 3); the floor leaves
     # room for retraining noise
     assert layers["probe_accuracy"] >= 0.8, layers["scores"]
     assert acc.query("k == @layers['probe_k'] and heldout == 'cities'")["accuracy"].item() >= 0.8
@@ -51,9 +51,9 @@ def test_post_training_keeps_the_truth_direction(organism_probes):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "known gap: the organism's truth direction appears only at k = 6 (the last block's output), "
-    "after the blocks that the few-shot answer reads; steering blocks 2-5 with it moves true->false "
-    "(score ~0.5-0.7) but barely false->true (~0.1-0.3), measured on the default trio"))
+    "known gap: the organism's truth direction appears only at k = 4-5 (the last blocks' outputs), "
+    "after most of the blocks that the few-shot answer reads; steering k = 3-5 with it moves true->false "
+    "(score 0.68) but not false->true (0.01), measured on the default trio at c928011"))
 def test_a_large_multiple_of_the_truth_direction_flips_the_answer(organism_probes, organism_dir):
     out, layers, tables = organism_probes
     adapter = load_model("organism-base", {"path": str(Path(organism_dir) / "organism-base"), "dtype": "float32",
