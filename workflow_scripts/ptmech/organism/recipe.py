@@ -42,7 +42,7 @@ DEFAULTS: dict = {
     "pretrain": {"steps": 1700, "facts_first_steps": 500, "batch_size": 16, "labelled_batch_size": 32,
                  "labelled_lines": [1, 5], "curriculum_steps": 400, "label_weight": 5, "short_share": 0.5,
                  "lr": 0.003, "warmup": 50, "weight_decay": 0.1},
-    # Post-training: 300 SFT and 150 instruct steps (about 35 s and 55 s). On the five bases
+    # Post-training: 300 SFT and 150 instruct steps (about 27 s each on one thread). On the five bases
     # of the earlier recipe (seeds 0-4, 6 request kinds of each, no facts-first;
     # benchmarks/organism_seeds.py), 150 + 75 steps gave SFT models that
     # refused 0.82-0.86 of harmful or 0.12-0.14 of harmless requests for 3 seeds, and an

@@ -249,7 +249,7 @@ def pretrain(world: World, tokenizer: PreTrainedTokenizerBase, model_cfg: dict, 
     The first ``facts_first_steps`` steps take fact documents only: a model that learns to
     label statements while it learns the facts can memorise the labels of the labelled
     facts (labelled statements judged 0.8-0.9 right, held-out ones 0.5, for 2 of 5 seeds);
-    one that knows the facts first learns to judge them, held-out facts included (off by
+    one that knows the facts first learns to judge them, held-out facts included (500 by
     default, see ``recipe.DEFAULTS``).
 
     ``stage_cfg``: ``steps``, ``batch_size``, ``labelled_batch_size``, ``facts_first_steps``,
