@@ -21,6 +21,7 @@
 import functools
 
 from ptmech import resources as ptres
+from ptmech import warm as ptwarm
 
 
 RESOURCES = ptres.settings(config.get("resources"))
@@ -86,3 +87,13 @@ def model_runtime(wildcards, attempt):
 
 def model_threads(wildcards):
     return ptres.job_threads(loaded_model_size(wildcards), RESOURCES)
+
+
+# Warm starts (ptmech.warm; config resources.warm_start): a job's script hands itself to a
+# child forked from a server that has already imported torch and transformers. Jobs inherit
+# this Snakemake's environment, so the switch travels to their scripts as PTMECH_WARM_START.
+# It is decided by the Snakemake that runs the scripts: a cluster job's own Snakemake
+# (remote_exec) turns it off for the script it runs.
+os.environ[ptwarm.ENABLE] = "1" if ptres.use_warm_start(
+    RESOURCES["warm_start"], workflow.remote_exec, jobs_use_gpus(), sys.platform
+) else "0"

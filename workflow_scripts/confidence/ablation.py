@@ -1,6 +1,10 @@
 """Mean-ablate one model's entropy neurons (and random control neurons) on the text set:
 change in next-token entropy and loss, total and direct effect."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 from pathlib import Path
 
 import pandas as pd

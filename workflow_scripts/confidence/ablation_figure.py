@@ -1,6 +1,10 @@
 """Entropy and loss change under mean ablation of each entropy neuron, a family's models
 side by side."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 import pandas as pd
 
 from ptmech import figures, logs

@@ -1,5 +1,9 @@
 """IoU of the entropy-neuron sets of a family's model pairs over the (p, n) grid."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 import pandas as pd
 
 from ptmech import figures, logs, premises

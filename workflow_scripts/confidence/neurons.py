@@ -1,5 +1,9 @@
 """Norm and LogitVar of every last-layer MLP neuron of one model, from its weights only."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 from ptmech import adapter as ad, io, logs
 from ptmech.confidence import neurons as cf
 

@@ -1,5 +1,9 @@
 """Norm vs LogitVar of one model's last-layer neurons, entropy neurons highlighted."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 import pandas as pd
 
 from ptmech import figures, logs, premises

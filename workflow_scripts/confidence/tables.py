@@ -1,6 +1,10 @@
 """All models' per-neuron statistics, their entropy neurons over the (p, n) grid, and the
 IoU of every model pair (ptmech.confidence.tables)."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 import pandas as pd
 
 from ptmech import io, logs, premises

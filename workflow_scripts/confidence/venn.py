@@ -1,5 +1,9 @@
 """Venn diagram of the entropy neurons of a family's 2 or 3 models."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 import pandas as pd
 
 from ptmech import figures, logs, premises

@@ -1,3 +1,7 @@
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 import json
 
 from ptmech import adapter as ad, logs

@@ -1,6 +1,10 @@
 """Heatmap cells, clean baselines and model differences over every patching result
 (ptmech.knowledge.tables)."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 from ptmech import io, logs, premises
 from ptmech.knowledge import tables
 from ptmech.knowledge.results import read_patching

@@ -2,6 +2,10 @@
 statements, refusal rates), checked against its floors right after training: a model that
 misses one fails the run here, before anything is analysed."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 import json
 
 import pandas as pd

@@ -1,5 +1,9 @@
 """Concatenate the organism models' behaviour checks into one tidy table."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 import pandas as pd
 
 from ptmech import io, logs

@@ -1,6 +1,10 @@
 """The trained organism against every floor, behaviour and analyses together: the base
 model's best-layer truth probe and the instruct model's own refusal direction."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 import json
 
 import pandas as pd

@@ -1,5 +1,9 @@
 """The run's unmet premises, gathered from the tables' premise columns."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 import pandas as pd
 
 from ptmech import io, logs, premises

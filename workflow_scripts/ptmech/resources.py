@@ -40,6 +40,7 @@ DEFAULTS = {
     "runtime_min_per_billion": 10,  # ... this many per billion parameters
     "threads": 4,                  # CPU threads of a job that loads a model of at least ...
     "threads_min_parameters": 1.0e7,  # ... this many parameters (smaller: one thread)
+    "warm_start": "auto",          # auto | true | false: jobs fork from a warm server (ptmech.warm)
 }
 
 DTYPE_BYTES = {
@@ -67,19 +68,20 @@ class ResourceSettingsError(ValueError):
 
 
 def settings(section: dict | None) -> dict:
-    """The ``resources`` config section with defaults filled in and ``gpu`` normalised
-    to True / False / "auto"."""
+    """The ``resources`` config section with defaults filled in and ``gpu`` and
+    ``warm_start`` normalised to True / False / "auto"."""
     out = dict(DEFAULTS)
     out.update(section or {})
     unknown = set(out) - set(DEFAULTS)
     if unknown:
         raise ResourceSettingsError(f"resources: unknown key(s) {', '.join(sorted(unknown))}")
-    gpu = out["gpu"]
-    if isinstance(gpu, str):
-        gpu = {"auto": "auto", "true": True, "false": False, "yes": True, "no": False}.get(gpu.lower())
-    if gpu not in (True, False, "auto"):
-        raise ResourceSettingsError(f"resources.gpu: expected true, false or auto, got {out['gpu']!r}")
-    out["gpu"] = gpu
+    for key in ("gpu", "warm_start"):
+        value = out[key]
+        if isinstance(value, str):
+            value = {"auto": "auto", "true": True, "false": False, "yes": True, "no": False}.get(value.lower())
+        if value not in (True, False, "auto"):
+            raise ResourceSettingsError(f"resources.{key}: expected true, false or auto, got {out[key]!r}")
+        out[key] = value
     out["gpu_model"] = str(out["gpu_model"] or "")
     for key in ("gpu_mem_gb", "default_parameters", "runtime_min", "runtime_min_per_billion",
                 "threads_min_parameters"):
@@ -309,6 +311,17 @@ def use_gpus(setting, cluster: bool, local_gpus: int) -> bool:
     there), else when this machine has a GPU (``local_gpus`` > 0)."""
     if setting == "auto":
         return bool(cluster or local_gpus > 0)
+    return bool(setting)
+
+
+def use_warm_start(setting, remote: bool, gpus: bool, platform: str) -> bool:
+    """Whether this Snakemake's jobs start warm (``ptmech.warm``): ``setting`` True / False,
+    or ``auto``: when the jobs run on this machine (not ``remote``: inside a cluster job,
+    whose node runs one job and would start a server for it alone), get no GPU (a process
+    must not fork once CUDA has started, and a GPU job's start-up is a small part of it) and
+    the platform is Linux (fork-safe with torch)."""
+    if setting == "auto":
+        return not remote and not gpus and platform.startswith("linux")
     return bool(setting)
 
 

@@ -1,5 +1,9 @@
 """The refusal stage's per-family figures: refusal scores, or direction cosines per layer."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 import pandas as pd
 
 from ptmech import figures, logs

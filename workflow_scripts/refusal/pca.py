@@ -1,6 +1,10 @@
 """Figure 1(c): one model's harmful and harmless test prompts in the PCA plane of its
 residual stream at its refusal cell, with the refusal direction of every family member."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 import json
 from pathlib import Path
 

@@ -1,5 +1,9 @@
 """The model's refusal direction: the configured cell, else Arditi et al.'s search."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 import json
 
 import numpy as np

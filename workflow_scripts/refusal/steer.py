@@ -2,6 +2,10 @@
 refusal_baseline), or with a source model's refusal direction ablated at every layer on
 harmful prompts and added at the target's layer on harmless prompts (rule refusal_steer)."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 import json
 
 import numpy as np

@@ -1,6 +1,10 @@
 """Tidy tables over all models: refusal scores, candidate selection scores, direction cosines
 (ptmech.refusal.tables)."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 import json
 from pathlib import Path
 

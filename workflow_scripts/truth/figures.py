@@ -1,5 +1,9 @@
 """Per-family and per-pair truth figures from the aggregate tables."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 import pandas as pd
 
 from ptmech import figures, logs

@@ -1,5 +1,9 @@
 """The family's probe layer and steering layers, with the scores that chose them."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 import json
 
 import pandas as pd

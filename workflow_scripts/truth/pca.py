@@ -1,6 +1,10 @@
 """Figure 1(b): both models' true and false statements in one PCA plane at the probe
 layer, with both models' truth directions (trained without this dataset)."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 import json
 
 from ptmech import figures, io, logs

@@ -1,5 +1,9 @@
 """Leave-one-dataset-out truth probes of one model at every cached residual index."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 from ptmech import io, logs
 from ptmech.truth import probes as truth
 

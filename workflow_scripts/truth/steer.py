@@ -1,5 +1,9 @@
 """The paper's truth intervention on a live target model with a source model's direction."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 import json
 
 import numpy as np

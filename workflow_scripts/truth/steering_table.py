@@ -1,5 +1,9 @@
 """The steering scores of every (direction source, target model, dataset)."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 import json
 
 import pandas as pd

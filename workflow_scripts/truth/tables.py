@@ -1,5 +1,9 @@
 """Tidy truth tables over all models and pairs (ptmech.truth.tables)."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 import json
 
 import pandas as pd

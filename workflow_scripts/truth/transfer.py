@@ -1,5 +1,9 @@
 """2x2 probe-transfer accuracies and direction cosines of one ordered model pair."""
 
+from ptmech.warm import handoff
+
+handoff()  # with warm starts on, the rest of this script runs in a warm child (ptmech.warm)
+
 from ptmech import io, logs
 from ptmech.truth import probes as truth
 
