@@ -52,7 +52,7 @@ def runtime_dir():
     every server started in it is stopped afterwards."""
     folder = tempfile.mkdtemp(prefix="pw", dir="/tmp")
     yield folder
-    for sock in Path(folder).glob("*.sock"):
+    for sock in Path(folder).glob("*/*.sock"):
         for pid in server_pids(sock):
             os.kill(pid, signal.SIGKILL)
     shutil.rmtree(folder, ignore_errors=True)
@@ -106,7 +106,7 @@ def test_a_warm_child_runs_the_script_as_a_fresh_process_would(tmp_path, runtime
             {k: c[k] for k in ("argv", "cwd", "path0", "main")}
     # the GPU a job was given is the job's own, not the server's
     assert (w1["cuda"], w2["cuda"]) == ("3", "5")
-    assert len(list(Path(runtime_dir).glob("*.sock"))) == 1  # both jobs used one server
+    assert len(list(Path(runtime_dir).glob("*/*.sock"))) == 1  # both jobs used one server
 
 
 def test_exit_status_and_traceback_are_the_scripts(tmp_path, runtime_dir):
@@ -154,7 +154,7 @@ def test_a_killed_job_takes_its_child_with_it(tmp_path, runtime_dir):
 def test_the_server_leaves_when_idle(tmp_path, runtime_dir):
     path = script(tmp_path)
     assert report(run(path, env=job_env(runtime_dir, PTMECH_WARM_IDLE="1"), cwd=tmp_path))["child"]
-    (sock,) = Path(runtime_dir).glob("*.sock")
+    (sock,) = Path(runtime_dir).glob("*/*.sock")
     assert server_pids(sock)
     deadline = time.time() + 30
     while sock.exists() or server_pids(sock):
@@ -165,19 +165,32 @@ def test_the_server_leaves_when_idle(tmp_path, runtime_dir):
 def test_off_or_without_a_server_the_script_runs_cold(tmp_path, runtime_dir):
     off = run(script(tmp_path), env=job_env(runtime_dir, PTMECH_WARM_START="0"), cwd=tmp_path)
     assert off.returncode == 0 and not report(off)["child"]
-    assert not list(Path(runtime_dir).glob("*.sock"))
+    assert not list(Path(runtime_dir).glob("*/*.sock"))
     # a server that cannot start (its preload fails) leaves the job to run here
     broken = run(script(tmp_path, preload=("json", "no_such_module_anywhere")), env=job_env(runtime_dir),
                  cwd=tmp_path)
     assert broken.returncode == 0 and not report(broken)["child"], broken.stderr
-    assert "no_such_module_anywhere" in "".join(p.read_text() for p in Path(runtime_dir).glob("*.log"))
+    assert "no_such_module_anywhere" in "".join(p.read_text() for p in Path(runtime_dir).glob("*/*.log"))
+
+
+def test_a_socket_folder_others_may_enter_is_not_used(tmp_path, runtime_dir):
+    """A job hands its environment and streams to whoever listens on the socket: in a folder
+    that other users can enter, it runs cold instead."""
+    shared = Path(runtime_dir) / f"ptmech-warm-{os.getuid()}"
+    shared.mkdir()
+    shared.chmod(0o777)
+    proc = run(script(tmp_path), env=job_env(runtime_dir), cwd=tmp_path)
+    assert proc.returncode == 0 and not report(proc)["child"], proc.stderr
+    assert not list(shared.iterdir())
+    shared.chmod(0o700)  # the folder as warm starts make it: used
+    assert report(run(script(tmp_path), env=job_env(runtime_dir), cwd=tmp_path))["child"]
 
 
 def test_a_change_of_environment_gets_its_own_server(tmp_path, runtime_dir):
     path = script(tmp_path)
     assert report(run(path, env=job_env(runtime_dir, OMP_NUM_THREADS="1"), cwd=tmp_path))["child"]
     assert report(run(path, env=job_env(runtime_dir, OMP_NUM_THREADS="2"), cwd=tmp_path))["child"]
-    assert len(list(Path(runtime_dir).glob("*.sock"))) == 2
+    assert len(list(Path(runtime_dir).glob("*/*.sock"))) == 2
 
 
 EXTRACT = textwrap.dedent("""

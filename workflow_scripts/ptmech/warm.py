@@ -44,6 +44,7 @@ import runpy
 import select
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -108,14 +109,27 @@ def _origin(module: str) -> str | None:
     return None
 
 
-def socket_path(key: str) -> str:
-    folder = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    return os.path.join(folder, f"ptmech-warm-{os.getuid()}-{key}.sock")
+def socket_path(key: str) -> str | None:
+    """The server's socket, in a folder of this user's that no one else may enter (a job
+    hands its environment and streams to whoever listens there), or None if that folder
+    cannot be had."""
+    folder = os.path.join(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir(), f"ptmech-warm-{os.getuid()}")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        info = os.lstat(folder)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        return None
+    return os.path.join(folder, f"{key}.sock")
 
 
 def run_warm(script: str, argv: list[str], preload: list[str]) -> int | None:
     """The exit status of ``script`` run by a warm child, or None if no child started."""
     path = socket_path(server_key(preload))
+    if path is None:
+        return None
+    started = ""
     try:
         conn = _connect(path)
         if conn is None:
@@ -132,10 +146,12 @@ def run_warm(script: str, argv: list[str], preload: list[str]) -> int | None:
                 return None  # the server went away before forking: run cold
             finished = reader.readline()
     except OSError:
-        return None
+        if not started.startswith("started "):
+            return None
+        finished = ""  # the script has started: it must not run a second time
     if finished.startswith("exit "):
         return int(finished.split()[1])
-    print(f"ptmech.warm: the warm server ended before the job's child did (child {started.split()[1]}); "
+    print(f"ptmech.warm: lost the warm server while the job's child (pid {started.split()[1]}) ran; "
           "rerun the job, or set PTMECH_WARM_START=0", file=sys.stderr)
     return 1
 
@@ -192,6 +208,7 @@ def serve(path: str, preload: list[str], also: list[str], idle: float) -> None:
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     ready = f"{path}.{os.getpid()}"
     server.bind(ready)
+    os.chmod(ready, 0o600)
     server.listen(64)
     os.rename(ready, path)  # clients connect only once the imports are done
     inode = os.stat(path).st_ino
@@ -204,11 +221,17 @@ def serve(path: str, preload: list[str], also: list[str], idle: float) -> None:
             readable, _, _ = select.select([server, *conns], [], [], 0.2)
             for conn in readable:
                 if conn is server:
-                    client, _ = server.accept()
+                    try:
+                        client, _ = server.accept()
+                    except OSError:
+                        continue
+                    if _peer_uid(client) != os.getuid():  # only this user's jobs
+                        client.close()
+                        continue
                     pid = _fork_job(client, server, conns, base_path)
                     if pid is not None:
                         children[pid] = client
-                elif not conn.recv(1, socket.MSG_PEEK):  # the job is gone: so is its child
+                elif _closed(conn):  # the job is gone: so is its child
                     for pid, c in children.items():
                         if c is conn:
                             killed.setdefault(pid, time.monotonic())
@@ -231,9 +254,23 @@ def serve(path: str, preload: list[str], also: list[str], idle: float) -> None:
                 os.unlink(path)
 
 
+def _closed(conn: socket.socket) -> bool:
+    try:
+        return not conn.recv(1, socket.MSG_PEEK)
+    except OSError:
+        return True
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
 def _fork_job(client: socket.socket, server: socket.socket, conns: list[socket.socket],
               base_path: list[str]) -> int | None:
+    fds: list[int] = []
     try:
+        client.settimeout(30)  # a job that connects and sends nothing must not stall the others
         data, fds, _, _ = socket.recv_fds(client, 1 << 16, 3)
         (size,) = _HEADER.unpack(data[:_HEADER.size])
         data = data[_HEADER.size:]
@@ -246,8 +283,11 @@ def _fork_job(client: socket.socket, server: socket.socket, conns: list[socket.s
         if len(fds) != 3:
             raise OSError("the job sent no stdin, stdout and stderr")
     except (OSError, ValueError, struct.error):
+        for fd in fds:
+            os.close(fd)
         client.close()
         return None
+    client.settimeout(None)
     pid = os.fork()
     if pid == 0:
         server.close()
