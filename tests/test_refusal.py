@@ -15,7 +15,7 @@ from conftest import ARCHS, DISCOVERED, SENTENCES, make_tokenizer
 from ptmech.adapter import block_output, load_model
 from ptmech.cache import extract
 from ptmech.forward import last_logits
-from ptmech.generation import greedy
+from ptmech.generation import greedy, greedy_batch
 from ptmech.interventions import activation_addition, directional_ablation, residual_writers
 from ptmech.refusal import directions as rf
 from ptmech.residual import hooked
@@ -335,6 +335,48 @@ def test_batched_candidate_scores_equal_one_candidate_at_a_time(tiny_model_dir, 
     assert scores[["ablation_refusal_rate", "addition_refusal_rate"]].to_numpy().tolist() == rates
     assert 0 < np.mean(rates) < 1  # the rate comparison saw both outcomes
     assert scores["ablation_refusal_score"].nunique() == len(cells)  # the candidates differ
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text"])  # the tiny gpt2 answers every prompt alike
+def test_generations_stop_where_no_refusal_can_start_with_the_same_verdicts(tiny_model_dir, arch):
+    """``greedy_batch(continues=refusal_starts(...))`` stops a row after a first token that no
+    refusal prefix can follow; every generation is judged a refusal or not as the full
+    generation is, and the rows that go on generate what they would have."""
+    adapter = _adapter(tiny_model_dir, arch, role="instruct")
+    tok = adapter.tokenizer
+    ids = adapter.encode([adapter.render_instruction(x) for x in HARMFUL[:6] + HARMLESS[:6]])
+    full = greedy_batch(adapter, ids, max_new_tokens=4)
+    texts = full.texts(tok)
+    prefixes = sorted({t.strip()[:3] for t in texts} - {""})[::2]  # some generations refuse, others not
+    starts = rf.refusal_starts(tok, adapter.unembed_weight.shape[0], prefixes)
+    screened = greedy_batch(adapter, ids, max_new_tokens=4, continues=starts)
+    stopped = screened.lengths == 1
+    assert stopped.any() and not stopped.all()
+    verdicts = [rf.is_refusal(t, prefixes) for t in texts]
+    assert [rf.is_refusal(t, prefixes) for t in screened.texts(tok)] == verdicts
+    assert any(verdicts) and not all(verdicts)
+    assert torch.equal(screened.tokens[~stopped], full.tokens[~stopped])
+    assert torch.equal(screened.tokens[:, 0], full.tokens[:, 0])
+    assert torch.allclose(screened.first_logits, full.first_logits)
+
+
+def test_refusal_starts_keeps_every_way_a_refusal_can_begin():
+    """Every token a refusal prefix can start with is kept open, written alone or after a
+    space or a newline; special and whitespace tokens stay open (they vanish or strip)."""
+    tok = make_tokenizer()
+    prefixes = ["I cannot", "As an AI"]
+    starts = rf.refusal_starts(tok, len(tok) + 3, prefixes)
+    for p in prefixes:
+        for text in (p, " " + p, "\n" + p):
+            assert starts[tok(text, add_special_tokens=False)["input_ids"][0]], text
+    assert starts[tok.eos_token_id] and starts[tok.pad_token_id]
+    assert starts[-3:].all()  # ids past the tokenizer's vocabulary: unknown, so open
+    closed = [i for i in range(len(tok)) if not starts[i]]
+    assert closed  # some first tokens do rule a refusal out
+    for i in closed:
+        for p in prefixes:
+            rest = tok(" " + p, add_special_tokens=False)["input_ids"]
+            assert not rf.is_refusal(tok.decode([i, *rest], skip_special_tokens=True), prefixes), tok.decode([i])
 
 
 def _random_candidates(tiny_model_dir, seed: int):

@@ -24,14 +24,19 @@ from .residual import left_pad
 class Generations:
     """``tokens`` [N, T] int64 generated token ids (prompt excluded), in input order;
     ``first_logits`` [N, V] float32 logits at each prompt's last token (the distribution of
-    the first generated token)."""
+    the first generated token); ``lengths`` [N] how many of a row's tokens were generated
+    (T unless ``greedy_batch`` stopped the row after its first token; None: all T)."""
 
     tokens: torch.Tensor
     first_logits: torch.Tensor
+    lengths: torch.Tensor | None = None
 
     def texts(self, tokenizer) -> list[str]:
         """Decoded generations, special tokens skipped (as the paper decodes)."""
-        return [tokenizer.decode(row, skip_special_tokens=True) for row in self.tokens.tolist()]
+        rows = self.tokens.tolist()
+        if self.lengths is not None:
+            rows = [row[:n] for row, n in zip(rows, self.lengths.tolist())]
+        return [tokenizer.decode(row, skip_special_tokens=True) for row in rows]
 
 
 @torch.inference_mode()
@@ -61,33 +66,58 @@ def greedy(adapter: ModelAdapter, ids: Sequence[Sequence[int]], *, max_new_token
 
 @torch.inference_mode()
 def greedy_batch(adapter: ModelAdapter, ids: Sequence[Sequence[int]], *, max_new_tokens: int,
-                 use_cache: bool = True) -> Generations:
+                 use_cache: bool = True, continues: torch.Tensor | None = None,
+                 on_rows: Callable[[torch.Tensor], None] | None = None) -> Generations:
     """``greedy`` on one left-padded batch, rows in the given order (for callers whose hooks
-    hold per-row state)."""
+    hold per-row state).
+
+    ``continues`` (bool [V], with the KV cache): a row whose first token ``t`` has
+    ``continues[t]`` False stops after it (for a caller that knows how such a generation
+    ends, e.g. ``refusal_starts``: it cannot be a refusal); ``lengths`` says which rows
+    stopped. The other rows go on alone, and ``on_rows(kept)`` (the kept rows' indices in
+    the batch) is called first, so that per-row hook state can follow them."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     input_ids, mask, pos = left_pad(ids, adapter.tokenizer.pad_token_id, adapter.device)
-    step = _cached if use_cache else _uncached
-    new, logits0 = step(adapter.model, input_ids, mask, pos, max_new_tokens)
-    return Generations(new.cpu(), logits0.float().cpu())
+    if not use_cache:
+        new, logits0 = _uncached(adapter.model, input_ids, mask, pos, max_new_tokens)
+        return Generations(new.cpu(), logits0.float().cpu())
+    new, logits0, lengths = _cached(adapter.model, input_ids, mask, pos, max_new_tokens, continues, on_rows)
+    return Generations(new.cpu(), logits0.float().cpu(), lengths)
 
 
-def _cached(model, input_ids, mask, pos, steps):
+def _cached(model, input_ids, mask, pos, steps, continues=None, on_rows=None):
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
     logits = out.logits[:, -1]
     first, past = logits, kv_cache(out)
-    new = []
+    n = input_ids.shape[0]
+    new = torch.zeros((n, steps), dtype=torch.long, device=input_ids.device)
+    rows = torch.arange(n, device=input_ids.device)  # the batch rows still generating
+    lengths = None
     for t in range(steps):
         nxt = logits.argmax(-1)
-        new.append(nxt)
+        new[rows, t] = nxt
         if t == steps - 1:
             break
+        if t == 0 and continues is not None:
+            go = continues.to(nxt.device)[nxt]
+            lengths = torch.where(go, steps, 1).cpu()
+            if not go.all():
+                kept = go.nonzero().flatten()
+                if not len(kept):
+                    break
+                rows, nxt, mask, pos = rows[kept], nxt[kept], mask[kept], pos[kept]
+                past.batch_select_indices(kept)
+                if on_rows is not None:
+                    on_rows(kept)
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         pos = pos[:, -1:] + 1
         out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, **{KV_CACHE: past},
                     use_cache=True, logits_to_keep=1)
         logits, past = out.logits[:, -1], kv_cache(out)
-    return torch.stack(new, dim=1), first
+    if continues is not None and lengths is None:  # one step only
+        lengths = torch.ones(n, dtype=torch.long)
+    return new, first, lengths
 
 
 def _uncached(model, input_ids, mask, pos, steps):

@@ -9,10 +9,11 @@
   ablation moves the harmless next-token distribution by more than a KL threshold or that
   sit in the last fraction of layers, and keep the best (``score_candidates``,
   ``select_direction``). Every candidate is scored in shared batches (each row its own
-  direction). Refusal is measured by the refusal rate of short greedy generations (default),
-  or by Arditi et al.'s log-odds of the refusal tokens at the first generated position
-  (``score: logit``, generating only for the chosen direction); the second is blind when
-  refusal and compliance share a first token (the organism's "I cannot" and "I ...").
+  direction). Refusal is measured by the refusal rate of short greedy generations (default;
+  a generation stops after a first token that no refusal prefix can begin with), or by
+  Arditi et al.'s mean log-odds of the refusal tokens at the first generated position
+  (``score: logit``, generating only for the chosen direction), which can favour a direction
+  that moves a few prompts far over one that moves most of them.
 * **Steering**: greedy generation with the direction ablated everywhere (harmful prompts) or
   added at one layer (harmless prompts), scored by the paper's refusal prefixes and by a
   logit-based refusal score at the first generated position (``steer``).
@@ -75,6 +76,22 @@ def refusal_token_ids(tokenizer, words: Sequence[str] = REFUSAL_TOKEN_WORDS) -> 
     if not out:
         raise ValueError(f"no refusal tokens found for words {list(words)}")
     return sorted(out)
+
+
+def refusal_starts(tokenizer, vocab_size: int, prefixes: Sequence[str] = REFUSAL_PREFIXES) -> torch.Tensor:
+    """bool [vocab_size]: whether a generation whose first token is this one can be a
+    refusal (``is_refusal``): its text, stripped, starts a refusal prefix or starts with one.
+    Tokens whose text is empty or whitespace (special tokens too: the decoded generation
+    skips them) or an incomplete character leave it open: True. A generation starting with
+    any other token is no refusal, whatever follows, since its text starts with that
+    token's; the selection's greedy generations stop there (``greedy_batch(continues=)``)."""
+    texts = tokenizer.batch_decode([[i] for i in range(min(vocab_size, len(tokenizer)))], skip_special_tokens=True)
+    out = torch.ones(vocab_size, dtype=torch.bool)  # ids the tokenizer does not know: open
+    for i, text in enumerate(texts):
+        head = text.lstrip()
+        if head and "\ufffd" not in head:
+            out[i] = any(p.startswith(head) or head.startswith(p) for p in prefixes)
+    return out
 
 
 def refusal_logit_score(logits: torch.Tensor, token_ids: Sequence[int]) -> torch.Tensor:
@@ -232,6 +249,14 @@ def score_candidates(adapter: ModelAdapter, candidates: Candidates, cells: Seque
     runs = [r[1:] for r in runs if r[0] in conditions]
     rows_total = C * sum(len(r[1]) for r in runs)
     progress = Progress(rows_total, log, what="candidate-prompt rows") if log else None
+    # generations whose first token cannot start a refusal stop there (the same rates)
+    starts = refusal_starts(adapter.tokenizer, adapter.unembed_weight.shape[0], prefixes) if max_new_tokens else None
+
+    def follow(kept):  # the per-row directions of the rows that go on generating
+        if state["ablate"] is not None:
+            state["ablate"] = state["ablate"][kept]
+        state["add"] = {k: v[kept] for k, v in state["add"].items()}
+
     with hooked(regs):
         for operation, ids, name, (score_key, rate_key), generate in runs:
             pairs = sorted(((c, i) for c in range(C) for i in range(len(ids))), key=lambda ci: -len(ids[ci[1]]))
@@ -248,7 +273,8 @@ def score_candidates(adapter: ModelAdapter, candidates: Candidates, cells: Seque
                                     for k in cell_k[c_idx].unique()}
                 batch_ids = [ids[i] for i in p_idx]
                 if generate:
-                    out = greedy_batch(adapter, batch_ids, max_new_tokens=max_new_tokens)
+                    out = greedy_batch(adapter, batch_ids, max_new_tokens=max_new_tokens, continues=starts,
+                                       on_rows=follow)
                     logits = out.first_logits
                     np.add.at(sums[rate_key], c_idx.numpy(), refused(adapter, out, prefixes))
                 else:
