@@ -6,8 +6,9 @@ Models:
 * ``organism``: the trio of a finished default run (``--results``, default ``results/``):
   its models, refusal candidates and instruction datasets, with the config's defaults
   (16 candidates, 32 validation prompts a side);
-* ``random-135m``: an untrained Llama shaped like SmolLM2-135M (30 blocks, d_model 576,
-  vocabulary 49,152) with the organism's tokenizer and chat template, 84 random candidate
+* ``random-135m``: an untrained Llama shaped like SmolLM2-135M (30 blocks, d_model 576)
+  with the organism's tokenizer, chat template and vocabulary (634 tokens, so that every
+  token it generates is one the tokenizer can decode), 84 random candidate
   cells (k = 0..20, positions -4..-1) and 26 validation prompts a side, as in the
   real-model run that took 40 minutes (speed does not depend on the weights; its choice
   means nothing).
@@ -82,8 +83,8 @@ def random_model(results: Path):
     torch.manual_seed(0)
     tok = transformers.AutoTokenizer.from_pretrained(results / "models" / "organism-instruct")
     prepare_tokenizer(tok)
-    cfg = transformers.LlamaConfig(**SMOLLM2_135M, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                                   eos_token_id=tok.eos_token_id)
+    cfg = transformers.LlamaConfig(**{**SMOLLM2_135M, "vocab_size": len(tok)}, pad_token_id=tok.pad_token_id,
+                                   bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     model = transformers.LlamaForCausalLM(cfg).eval().requires_grad_(False)
     adapter = ModelAdapter(model, tok, name="random-135m", role="instruct")
     ks, positions = list(range(21)), [-4, -3, -2, -1]
