@@ -7,8 +7,10 @@ A script calls ``handoff(preload)`` as its first statement. Unless warm starts a
 default; ``PTMECH_WARM_START=1`` turns them on) or this process already is a warm child, it
 
 1. connects to the server for this interpreter, environment and ``preload`` (a Unix socket
-   in ``$XDG_RUNTIME_DIR`` or the temporary folder; the first job starts the server, under a
-   lock, and waits for it to import ``preload``),
+   in ``ptmech-warm-<uid>/`` under ``$XDG_RUNTIME_DIR`` or the temporary folder, a folder
+   only this user may enter, and the server serves only this user's processes; the first
+   job starts the server, under a lock, and waits for it to import ``preload`` and what the
+   job itself had imported, such as Snakemake's script preamble),
 2. sends its script path, arguments, working folder, environment and its stdin, stdout and
    stderr,
 3. waits while the server forks a child that takes over those files, folder, environment
