@@ -469,6 +469,27 @@ def test_the_pruned_search_makes_the_same_choice_as_scoring_everything(score):
     assert 0 < fallbacks < 300  # both the ranked choice and the fallback were compared
 
 
+def test_the_pruned_fallback_computes_the_kl_of_the_best_candidates_only():
+    """No candidate induces refusal (a base model): the fallback's choice is the best addition
+    score whose KL passes, so the KL is computed best-first, a few candidates at a time, and
+    stops at the first chunk that holds one that passes; the choice is the full search's."""
+    rows = [(k, -1, 1.0, -1.0, -0.1 * k, 0.5 if k == 9 else 0.01, 1.0, 0.3 - 0.01 * k) for k in range(10)]
+    rows[9] = (9, -1, 1.0, -1.0, 5.0, 0.5, 1.0, 0.45)  # the best addition, but its KL fails
+    full = _scores(rows)
+    cands = rf.Candidates(np.ones((10, 1, 2), np.float32), list(range(10)), [-1])
+    recorded = _Recorded(full)
+    cells = list(full[["k", "position"]].itertuples(index=False, name=None))
+    pruned = rf.pruned_scores(recorded, cands, cells, score="generation", kl_threshold=0.1, threshold=0.5,
+                              n_layers=20)
+    assert pruned["ablation_kl"].notna().sum() == rf.FALLBACK_KL_CHUNK  # k = 9, then 0, 1, 2
+    assert pruned.set_index("k")["ablation_kl"].notna()[[9, 0, 1, 2]].all()
+    assert recorded.asked == len(cells) + rf.FALLBACK_KL_CHUNK
+    want, want_rule = rf.select_direction(full, 20)
+    got, got_rule = rf.select_direction(pruned, 20, pruned=True)
+    assert got_rule == want_rule and want_rule.startswith("fallback")
+    assert got.loc[got["selected"], "k"].tolist() == want.loc[want["selected"], "k"].tolist() == [0]
+
+
 def test_the_pruned_search_on_a_model_chooses_as_the_full_one(tiny_model_dir):
     """search_direction with prune on a tiny model: the same chosen cell and rule, the same
     numbers where it scored (NaN only where a filter had already discarded the candidate),

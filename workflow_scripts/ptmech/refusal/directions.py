@@ -462,8 +462,10 @@ def pruned_scores(scored: Callable[[list, Sequence[str]], pd.DataFrame], candida
     1. addition (harmless prompts) for every candidate with a non-zero direction: the induce
        filter, and the fallback's ranking;
     2. the ablation KL (harmless prompts, one forward pass, no generation) for the
-       candidates that induce refusal, or for all of them when none does (the fallback
-       ranks the candidates that pass the KL filter);
+       candidates that induce refusal; when none passes with it, the fallback's: the
+       highest addition score among the candidates that pass the KL and depth filters, so
+       the KL of the others in the order of their addition scores, a few at a time, until
+       one passes (all of them when none does);
     3. ablation on the harmful prompts for the candidates that pass both filters and the
        depth filter (``n_layers``, ``discard_last_fraction`` as in ``select_direction``),
        the only ones the choice ranks by it.
@@ -486,15 +488,21 @@ def pruned_scores(scored: Callable[[list, Sequence[str]], pd.DataFrame], candida
         kl = frames[-1].set_index(keys)["ablation_kl"]
         limit = int(n_layers * (1.0 - discard_last_fraction))
         passing = [c for c in induce if kl.at[c] <= kl_threshold and c[0] < limit]
-    if not passing:  # the fallback: every candidate's KL
-        rest = [c for c in live if c not in induce]
-        if rest:
-            frames.append(scored(rest, ("kl",)))
+    n_kl = len(induce)
+    if not passing:  # the fallback: the best addition score among the candidates passing the KL filter
+        ranked = fallback_order(by_cell, [c for c in live if c not in induce], addition,
+                                int(n_layers * (1.0 - discard_last_fraction)))
+        for start in range(0, len(ranked), FALLBACK_KL_CHUNK):
+            chunk = ranked[start:start + FALLBACK_KL_CHUNK]
+            frames.append(scored(chunk, ("kl",)))
+            n_kl += len(chunk)
+            if (frames[-1]["ablation_kl"] <= kl_threshold).any():
+                break  # every candidate after this one ranks lower: its KL cannot change the choice
     else:
         frames.append(scored(passing, ("ablation",)))
     if log:
         log(f"pruned search: addition scored for {len(live)} of {len(cells)} candidates (the rest have no direction), "
-            f"ablation KL for {len(induce) if passing else len(live)}, ablation on harmful prompts for {len(passing)}")
+            f"ablation KL for {n_kl}, ablation on harmful prompts for {len(passing)}")
     full = pd.DataFrame({"k": [k for k, _ in cells], "position": [p for _, p in cells],
                          "direction_norm": [norms[c] for c in cells]})
     for column in SCORE_COLUMNS:
@@ -506,6 +514,20 @@ def pruned_scores(scored: Callable[[list, Sequence[str]], pd.DataFrame], candida
     if frames:
         full.attrs.update(frames[0].attrs)
     return full
+
+
+# candidates whose ablation KL the pruned fallback computes per pass, best addition first
+FALLBACK_KL_CHUNK = 4
+
+
+def fallback_order(by_cell: pd.DataFrame, cells: Sequence[tuple[int, int]], addition: str,
+                   limit: int) -> list[tuple[int, int]]:
+    """The cells (``k < limit``, the depth filter) in the order ``select_direction``'s fallback
+    ranks them: ``addition`` then the addition log-odds, both descending, ties in cell order.
+    The first whose ablation KL passes the filter is its choice."""
+    keys = {c: (float(by_cell.at[c, addition]), float(by_cell.at[c, "addition_refusal_score"])) for c in cells}
+    ranked = [c for c in cells if c[0] < limit and np.isfinite(keys[c][0])]
+    return sorted(ranked, key=lambda c: (-keys[c][0], -np.nan_to_num(keys[c][1], nan=-np.inf)))
 
 
 def configured_selection(k: int, position: int, direction_norm: float) -> pd.DataFrame:
