@@ -196,7 +196,8 @@ def score_candidates(adapter: ModelAdapter, candidates: Candidates, cells: Seque
       harmless prompts;
     * with ``max_new_tokens`` > 0, also ``ablation_refusal_rate`` and
       ``addition_refusal_rate``: the fraction of greedy generations of that many tokens
-      that start with a refusal prefix (NaN otherwise).
+      that start with a refusal prefix (NaN otherwise); a generation whose first token
+      rules every prefix out stops there (``refusal_starts``), which changes no rate.
 
     All candidates are scored together: each batch row is one (candidate, prompt) with its
     own direction (``interventions.ablate_rows`` / ``add_rows``), rows in prompt-length
