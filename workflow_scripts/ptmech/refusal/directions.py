@@ -251,7 +251,8 @@ def score_candidates(adapter: ModelAdapter, candidates: Candidates, cells: Seque
     rows_total = C * sum(len(r[1]) for r in runs)
     progress = Progress(rows_total, log, what="candidate-prompt rows") if log else None
     # generations whose first token cannot start a refusal stop there (the same rates)
-    starts = refusal_starts(adapter.tokenizer, adapter.unembed_weight.shape[0], prefixes) if max_new_tokens else None
+    generates = any(r[-1] for r in runs)
+    starts = refusal_starts(adapter.tokenizer, adapter.unembed_weight.shape[0], prefixes) if generates else None
 
     def follow(kept):  # the per-row directions of the rows that go on generating
         if state["ablate"] is not None:
