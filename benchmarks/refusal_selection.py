@@ -13,6 +13,11 @@ Models:
   real-model run that took 40 minutes (speed does not depend on the weights; its choice
   means nothing).
 
+* ``run``: the models ``--run-models NAME:ROLE ...`` of a finished run of any config
+  (``--results``), with their refusal candidates and the run's instruction tables, ``--n-val``
+  validation prompts a side (e.g. SmolLM2-135M-Instruct converted from its GGUF file by a run
+  of ``configs/real-small.yaml`` up to ``results/refusal/<model>/candidates.npz``);
+
 * ``trio``: each trio kept by ``benchmarks/organism_seeds.py --keep KEEP`` (``--trios
   KEEP/seed0 ...``): the SFT and instruct models' own search as the organism check runs it
   (``organism.checks.own_direction_refusal``: extraction, candidates, search, then greedy
@@ -56,19 +61,24 @@ def settings() -> dict:
     return schema_defaults(str(REPO / "config.schema.yaml"), "refusal")
 
 
-def organism_models(results: Path):
-    """(name, adapter, candidates, harmful table, harmless table, n_val, cells) per trio model."""
+def run_models(results: Path, roles: dict[str, str], n_val: int | None = None):
+    """(name, adapter, candidates, harmful table, harmless table, n_val, cells) per model of a
+    finished run (``results/models/<name>``, its refusal candidates, the run's instruction
+    tables)."""
     from ptmech import data
     from ptmech.adapter import load_model
     from ptmech.refusal import directions as rf
 
-    roles = {"organism-base": "base", "organism-sft": "sft", "organism-instruct": "instruct"}
     for name, role in roles.items():
         adapter = load_model(name, {"path": str(results / "models" / name), "role": role, "dtype": "float32",
                                     "device": "cpu"})
         yield (name, adapter, rf.Candidates.load(results / "refusal" / name / "candidates.npz"),
                data.load_table(results / "data" / "harmful.tsv"), data.load_table(results / "data" / "harmless.tsv"),
-               None, "auto")
+               n_val, "auto")
+
+
+def organism_models(results: Path):
+    return run_models(results, {"organism-base": "base", "organism-sft": "sft", "organism-instruct": "instruct"})
 
 
 def random_model(results: Path):
@@ -151,7 +161,9 @@ def trio_rows(folder: Path, score: str) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["organism", "random-135m"],
-                        choices=["organism", "random-135m", "trio"])
+                        choices=["organism", "random-135m", "run", "trio"])
+    parser.add_argument("--run-models", nargs="+", default=[], help="NAME:ROLE of each model of --models run")
+    parser.add_argument("--n-val", type=int, default=None, help="validation prompts a side for --models run")
     parser.add_argument("--trios", nargs="+", default=[], help="trio folders kept by organism_seeds.py --keep")
     parser.add_argument("--score", nargs="+", default=["logit", "generation"], choices=["logit", "generation"])
     parser.add_argument("--prune", nargs="+", default=["off"], choices=["off", "on"],
@@ -168,12 +180,13 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     results = Path(args.results)
-    if set(args.models) - {"trio"} and not (results / "models" / "organism-instruct").is_dir():
+    if set(args.models) & {"organism", "random-135m"} and not (results / "models" / "organism-instruct").is_dir():
         sys.exit(f"{results}: no trained organism (run the default workflow first, or give --results)")
     env = {"torch": torch.__version__, "transformers": transformers.__version__, "threads": args.threads,
            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "machine": platform.machine(),
            "ptmech": args.ptmech, "label": args.label}
-    sources = {"organism": organism_models, "random-135m": random_model}
+    sources = {"organism": organism_models, "random-135m": random_model,
+               "run": lambda r: run_models(r, dict(m.split(":", 1) for m in args.run_models), args.n_val)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     for source in args.models:
         if source == "trio":
