@@ -104,7 +104,8 @@ def random_model(results: Path):
            26, ks)
 
 
-def run(name, adapter, candidates, harmful, harmless, n_val, layers, score: str, prune: bool = False) -> dict:
+def run(name, adapter, candidates, harmful, harmless, n_val, layers, score: str, prune: bool = False,
+        layer_stride: int | None = None) -> dict:
     from ptmech.refusal import directions as rf
 
     s = settings()
@@ -113,6 +114,8 @@ def run(name, adapter, candidates, harmful, harmless, n_val, layers, score: str,
            for key, table in (("harmful", harmful), ("harmless", harmless))}
     tokens = rf.refusal_token_ids(adapter.tokenizer, s["refusal_tokens"])
     selection = {**s["selection"], "score": score, "layers": layers, "prune": prune}
+    if layer_stride:
+        selection["layer_stride"] = layer_stride
     addition = {k: v for k, v in s["addition"].items() if k != "sweep"}
     start = time.perf_counter()
     frame, rule = rf.search_direction(adapter, candidates, ids["harmful"], ids["harmless"], selection=selection,
@@ -164,6 +167,8 @@ def main() -> None:
                         choices=["organism", "random-135m", "run", "trio"])
     parser.add_argument("--run-models", nargs="+", default=[], help="NAME:ROLE of each model of --models run")
     parser.add_argument("--n-val", type=int, default=None, help="validation prompts a side for --models run")
+    parser.add_argument("--layer-stride", type=int, default=None,
+                        help="refusal.selection.layer_stride (default: the schema's, 1; configs/real-small.yaml has 2)")
     parser.add_argument("--trios", nargs="+", default=[], help="trio folders kept by organism_seeds.py --keep")
     parser.add_argument("--score", nargs="+", default=["logit", "generation"], choices=["logit", "generation"])
     parser.add_argument("--prune", nargs="+", default=["off"], choices=["off", "on"],
@@ -200,7 +205,7 @@ def main() -> None:
         for model in sources[source](results):
             for score in args.score:
                 for prune in args.prune:
-                    row = {**run(*model, score, prune == "on"), **env}
+                    row = {**run(*model, score, prune == "on", args.layer_stride), **env}
                     print(json.dumps({k: v for k, v in row.items() if k != "candidates"}), flush=True)
                     with open(args.out, "a") as f:
                         f.write(json.dumps(row) + "\n")
