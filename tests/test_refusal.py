@@ -293,7 +293,7 @@ def test_candidate_cells_limit_layers_and_positions():
         rf.candidate_cells(cands, 5, layers=[5])
 
 
-@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt2"])
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt2", "opt", "llama4_text"])  # the last two flatten rows
 def test_batched_candidate_scores_equal_one_candidate_at_a_time(tiny_model_dir, arch):
     """All candidates scored in shared batches (each row its own direction) give what one
     candidate at a time with the single-direction hooks gives: ablation everywhere, addition

@@ -65,7 +65,7 @@ def ablate_rows(directions: Callable[[], torch.Tensor | None]) -> Edit:
         if r is None:
             return x
         x32 = x.float()
-        r = r.view(r.shape[0], *([1] * (x.dim() - 2)), r.shape[-1])
+        r = _per_row(r, x)
         return (x32 - (x32 * r).sum(-1, keepdim=True) * r).to(x.dtype)
 
     return edit
@@ -80,9 +80,18 @@ def add_rows(vectors: Callable[[], torch.Tensor | None]) -> Edit:
         v = vectors()
         if v is None:
             return x
-        return (x.float() + v.view(v.shape[0], *([1] * (x.dim() - 2)), v.shape[-1])).to(x.dtype)
+        return (x.float() + _per_row(v, x)).to(x.dtype)
 
     return edit
+
+
+def _per_row(rows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``rows`` [B, d] shaped to broadcast over x [B, ..., d], or over x [B * T, d] from a
+    module that flattens batch and positions into one axis (OPT's MLP, Llama 4's mixture of
+    experts), batch-major as ``reshape`` flattens."""
+    if x.dim() == 2 and x.shape[0] != rows.shape[0] and rows.shape[0] and x.shape[0] % rows.shape[0] == 0:
+        return rows.repeat_interleave(x.shape[0] // rows.shape[0], dim=0)
+    return rows.view(rows.shape[0], *([1] * (x.dim() - 2)), rows.shape[-1])
 
 
 def _unit(direction: torch.Tensor) -> torch.Tensor:
