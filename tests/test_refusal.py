@@ -14,6 +14,7 @@ import torch
 from conftest import ARCHS, DISCOVERED, SENTENCES, make_tokenizer
 from ptmech.adapter import block_output, load_model
 from ptmech.cache import extract
+from ptmech import forward as rf_forward
 from ptmech.forward import last_logits
 from ptmech.generation import greedy, greedy_batch
 from ptmech.interventions import activation_addition, directional_ablation, residual_writers
@@ -335,6 +336,70 @@ def test_batched_candidate_scores_equal_one_candidate_at_a_time(tiny_model_dir, 
     assert scores[["ablation_refusal_rate", "addition_refusal_rate"]].to_numpy().tolist() == rates
     assert 0 < np.mean(rates) < 1  # the rate comparison saw both outcomes
     assert scores["ablation_refusal_score"].nunique() == len(cells)  # the candidates differ
+
+
+@pytest.mark.parametrize("arch", ARCHS + DISCOVERED)
+def test_prompts_sharing_their_start_generate_and_score_as_without_sharing(tiny_model_dir, arch):
+    """``greedy`` and ``last_logits`` with ``share_prefix`` (the common start run once, its
+    key/value cache serving every prompt) give the tokens and logits of full passes, with a
+    hook active (an ablation, which also acts on the shared start) and several batches; the
+    first block computes fewer tokens."""
+    adapter = _adapter(tiny_model_dir, arch, role="instruct")
+    system = "you are a careful helper and you answer in paris . "
+    ids = adapter.encode([system + adapter.render_instruction(x) for x in HARMFUL[:4] + HARMLESS[:3]])
+    assert rf_forward.shared_prefix_length(ids) >= 8
+    counted = []
+    count = (adapter.attn(0), "pre", lambda m, a, kw: counted.append((a[0] if a else kw["hidden_states"]).shape[:2]))
+    with hooked(rf.Intervention("ablation", rf.unit(_direction(adapter))).registrations(adapter)):
+        full = greedy(adapter, ids, max_new_tokens=4, batch_size=3)
+        full_logits = last_logits(adapter, ids=ids, batch_size=3)
+        with hooked([count]):
+            shared = greedy(adapter, ids, max_new_tokens=4, batch_size=3, share_prefix=True)
+            shared_logits = last_logits(adapter, ids=ids, batch_size=3, share_prefix=True)
+    assert torch.equal(shared.tokens, full.tokens)
+    torch.testing.assert_close(shared.first_logits, full.first_logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(shared_logits, full_logits, rtol=1e-4, atol=1e-5)
+    prompt_tokens = sum(b * t for b, t in counted if t > 1)  # the prompt passes, not the generated steps
+    assert prompt_tokens < 2 * sum(len(x) for x in ids) * 0.75
+
+
+@pytest.mark.parametrize("arch", ARCHS + DISCOVERED)
+def test_logit_scores_sharing_the_prompt_start_and_lower_blocks_equal_one_candidate_at_a_time(tiny_model_dir, arch):
+    """Without generation, the passes share the prompts' common start (here a system
+    prompt) and an addition skips the blocks below k (``grouped_last_logits``): the scores
+    are still those of one candidate at a time with full passes, on every architecture,
+    with several prompt batches; and the first block computes only a fraction of the
+    tokens."""
+    adapter = _adapter(tiny_model_dir, arch, role="instruct")
+    rng = np.random.default_rng(2)
+    L = adapter.n_layers
+    cands = rf.Candidates(rng.normal(size=(L + 1, 2, adapter.d_model)).astype(np.float32), list(range(L + 1)), [-2, -1])
+    system = "you are a careful helper and you answer in paris . "
+    harmful = adapter.encode([system + adapter.render_instruction(x) for x in HARMFUL[:5]])
+    harmless = adapter.encode([system + adapter.render_instruction(x) for x in HARMLESS[:4] + ["hi"]])
+    assert rf_forward.shared_prefix_length(harmful) >= 8 and rf_forward.shared_prefix_length(harmless) >= 8
+    tokens = rf.refusal_token_ids(adapter.tokenizer, ["I"])
+    cells = [(1, -1), (0, -2), (L - 1, -2), (1, -2), (L - 1, -1)]
+    odds = lambda logits: rf.refusal_logit_score(logits, tokens).double().mean().item()
+    base_harmless = last_logits(adapter, ids=harmless)
+    expected = []
+    for k, p in cells:
+        diff = cands.direction(k, p)
+        r = rf.unit(diff)
+        with hooked(rf.Intervention("ablation", r).registrations(adapter)):
+            abl_harmful, abl_harmless = last_logits(adapter, ids=harmful), last_logits(adapter, ids=harmless)
+        add = rf.Intervention("addition", r, k=k, coefficient=2.0, scale=float(np.linalg.norm(diff)))
+        with hooked(add.registrations(adapter)):
+            added = last_logits(adapter, ids=harmless)
+        expected.append([odds(abl_harmful), odds(added), rf.kl_divergence(base_harmless, abl_harmless).double().mean().item()])
+    seen = []  # tokens block 0's attention computes
+    with hooked([(adapter.attn(0), "pre", lambda m, a, kw: seen.append((a[0] if a else kw["hidden_states"]).shape[:2]))]):
+        scores = rf.score_candidates(adapter, cands, cells, harmful, harmless, tokens, coefficient=2.0, batch_size=3)
+    np.testing.assert_allclose(scores[["ablation_refusal_score", "addition_refusal_score", "ablation_kl"]],
+                               expected, rtol=1e-4, atol=1e-5)
+    assert scores["addition_refusal_score"].nunique() == len(cells)
+    full = len(cells) * sum(len(x) for x in harmful + harmless + harmless)
+    assert sum(b * t for b, t in seen) < 0.75 * full
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3_text"])  # the tiny gpt2 answers every prompt alike

@@ -142,6 +142,13 @@ class ModelAdapter:
             logits = torch.tanh(logits / cap) * cap
         return logits
 
+    def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """float32 [N, V] logits of final hidden states ``hidden`` [N, d] (the backbone's
+        output, final norm applied): the head on a contiguous copy (on a strided view such
+        as ``h[:, -1]`` torch's CPU matmul is several times slower at a large vocabulary),
+        then ``rescale_logits``."""
+        return self.rescale_logits(self.unembed(hidden.contiguous())).float()
+
     def final_norm_gain(self) -> torch.Tensor:
         """[d_model] the final norm's effective elementwise scale (ones for a norm without
         a weight, as OLMo's)."""

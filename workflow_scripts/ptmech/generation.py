@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import torch
 
 from .adapter import KV_CACHE, ModelAdapter, kv_cache
+from .forward import GroupedBatch, grouped_batches
 from .progress import Progress
 from .residual import left_pad
 
@@ -41,11 +42,13 @@ class Generations:
 
 @torch.inference_mode()
 def greedy(adapter: ModelAdapter, ids: Sequence[Sequence[int]], *, max_new_tokens: int = 16,
-           batch_size: int = 32, use_cache: bool = True,
+           batch_size: int = 32, use_cache: bool = True, share_prefix: bool = False,
            log: Callable[[str], None] | None = None) -> Generations:
     """Greedy (argmax) continuation of each prompt (token ids, BOS included) for
     ``max_new_tokens`` steps. Prompts are left-padded in batches of similar length; position
-    ids follow the attention mask, so a prompt's generation does not depend on its batch."""
+    ids follow the attention mask, so a prompt's generation does not depend on its batch.
+    ``share_prefix`` (with the cache): the tokens all prompts start with run once
+    (``forward.grouped_batches``; the same up to float rounding)."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     ids = [list(x) for x in ids]
@@ -55,6 +58,13 @@ def greedy(adapter: ModelAdapter, ids: Sequence[Sequence[int]], *, max_new_token
     tokens = torch.empty((n, max_new_tokens), dtype=torch.long)
     first = torch.empty((n, vocab), dtype=torch.float32)
     progress = Progress(n, log, what="prompts") if log else None
+    if share_prefix and use_cache:
+        for batch in grouped_batches(adapter, ids, 1, lambda rows: None, batch_size=batch_size):
+            out = greedy_grouped(adapter, batch, max_new_tokens=max_new_tokens)
+            tokens[batch.prompts], first[batch.prompts] = out.tokens, out.first_logits
+            if progress:
+                progress.update(len(batch.prompts))
+        return Generations(tokens, first)
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
         batch = greedy_batch(adapter, [ids[i] for i in idx], max_new_tokens=max_new_tokens, use_cache=use_cache)
@@ -86,8 +96,27 @@ def greedy_batch(adapter: ModelAdapter, ids: Sequence[Sequence[int]], *, max_new
     return Generations(new.cpu(), logits0.float().cpu(), lengths)
 
 
-def _cached(model, input_ids, mask, pos, steps, continues=None, on_rows=None):
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+@torch.inference_mode()
+def greedy_grouped(adapter: ModelAdapter, batch: GroupedBatch, *, max_new_tokens: int,
+                   continues: torch.Tensor | None = None,
+                   on_rows: Callable[[torch.Tensor], None] | None = None) -> Generations:
+    """``greedy_batch`` (with the KV cache) on a batch of ``forward.grouped_batches``, whose
+    prompts' shared start is already in its key/value cache."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if batch.stand_in:
+        raise ValueError("generation needs every block's key/value cache: no blocks may be stood in for")
+    new, logits0, lengths = _cached(adapter.model, batch.input_ids, batch.attention_mask, batch.position_ids,
+                                    max_new_tokens, continues, on_rows, past=batch.past)
+    return Generations(new.cpu(), logits0.float().cpu(), lengths)
+
+
+def _cached(model, input_ids, mask, pos, steps, continues=None, on_rows=None, past=None):
+    """Greedy steps with the KV cache; ``past``: the cache of tokens before ``input_ids``
+    (``mask`` covers them too)."""
+    cached = {KV_CACHE: past} if past is not None else {}
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                **cached)
     logits = out.logits[:, -1]
     first, past = logits, kv_cache(out)
     n = input_ids.shape[0]

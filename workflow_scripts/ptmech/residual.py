@@ -37,6 +37,21 @@ def hooked(registrations: Iterable[tuple[torch.nn.Module, str, Callable]]) -> It
             h.remove()
 
 
+@contextmanager
+def skipped_blocks(blocks: Sequence[torch.nn.Module], outputs: Sequence[torch.Tensor]) -> Iterator[None]:
+    """Blocks ``0..len(outputs)-1`` return ``outputs[l]`` instead of computing, for a pass
+    whose result there is already known (no row of the batch is changed below block
+    ``len(outputs)``). Their hooks still run; they write no key/value cache. Only for
+    blocks that return a bare tensor (transformers 5)."""
+    try:
+        for block, out in zip(blocks, outputs):
+            block.forward = lambda *args, _out=out, **kwargs: _out
+        yield
+    finally:
+        for block in blocks[:len(outputs)]:
+            block.__dict__.pop("forward", None)
+
+
 def left_pad(ids: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu"):
     """Left-pad token id lists.
 

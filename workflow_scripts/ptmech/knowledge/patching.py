@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import os
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -42,7 +41,7 @@ from ..fewshot import answer_token_ids
 from ..forward import last_logits
 from ..io import atomic_path
 from ..progress import Progress
-from ..residual import hooked, left_pad
+from ..residual import hooked, left_pad, skipped_blocks
 from .results import K_AXIS, PATCHING_FORMAT, PatchingError, read_patching, write_patching  # noqa: F401 (re-exported)
 
 SOURCES_FORMAT = "ptmech-patch-sources/1"
@@ -155,19 +154,6 @@ def grid_chunks(n_positions: int, n_layers: int, batch_size: int) -> list[list[t
             for j0 in range(0, T, a) for l0 in range(0, L, b)]
 
 
-@contextmanager
-def _skipped_blocks(blocks: Sequence[torch.nn.Module], outputs: Sequence[torch.Tensor]) -> Iterator[None]:
-    """Blocks ``0..len(outputs)-1`` return ``outputs[l]`` instead of computing (their
-    result is known: no row of the batch is patched there)."""
-    try:
-        for block, out in zip(blocks, outputs):
-            block.forward = lambda *args, _out=out, **kwargs: _out
-        yield
-    finally:
-        for block in blocks[:len(outputs)]:
-            block.__dict__.pop("forward", None)
-
-
 @torch.inference_mode()
 def clean_run(adapter: ModelAdapter, ids: torch.Tensor, n_positions: int):
     """One unpatched pass of a prompt ``ids`` [1, S]: its key/value cache, every block's
@@ -236,7 +222,7 @@ def patch_grid(adapter: ModelAdapter, false_ids: Sequence[int], source_acts: tor
             pos = torch.as_tensor([S - T + j - start for j in js], device=device)
             regs.append((adapter.blocks[l], "forward",
                          _patch_hook(torch.as_tensor(rows, device=device), pos, acts[l, js])))
-        with hooked(regs), _skipped_blocks(adapter.blocks, skipped):
+        with hooked(regs), skipped_blocks(adapter.blocks, skipped):
             hidden = adapter.backbone(
                 input_ids=ids[:, start:].expand(n, -1),
                 attention_mask=torch.ones((n, S), dtype=torch.long, device=device),

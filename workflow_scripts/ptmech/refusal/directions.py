@@ -33,8 +33,8 @@ import torch
 
 from ..adapter import ModelAdapter
 from ..data import SPLITS, instruction_splits  # noqa: F401 (the splits are data; re-exported)
-from ..forward import batch_last_logits, last_logits
-from ..generation import greedy, greedy_batch
+from ..forward import grouped_batches, grouped_last_logits, last_logits
+from ..generation import greedy, greedy_grouped
 from ..interventions import (SITES, ablate_rows, activation_addition, add_rows, check_block_input,
                              directional_ablation, site_registrations)
 from ..prompts import render
@@ -84,7 +84,7 @@ def refusal_starts(tokenizer, vocab_size: int, prefixes: Sequence[str] = REFUSAL
     Tokens whose text is empty or whitespace (special tokens too: the decoded generation
     skips them) or an incomplete character leave it open: True. A generation starting with
     any other token is no refusal, whatever follows, since its text starts with that
-    token's; the selection's greedy generations stop there (``greedy_batch(continues=)``)."""
+    token's; the selection's greedy generations stop there (``greedy_grouped(continues=)``)."""
     texts = tokenizer.batch_decode([[i] for i in range(min(vocab_size, len(tokenizer)))], skip_special_tokens=True)
     out = torch.ones(vocab_size, dtype=torch.bool)  # ids the tokenizer does not know: open
     for i, text in enumerate(texts):
@@ -166,15 +166,16 @@ def baseline_runs(adapter: ModelAdapter, harmful_ids: Sequence[Sequence[int]], h
                   *, max_new_tokens: int = 0, batch_size: int = 32,
                   prefixes: Sequence[str] = REFUSAL_PREFIXES) -> dict:
     """The validation prompts without intervention: next-token logits at the first generated
-    position, and with ``max_new_tokens`` the refusal rate of that many greedy tokens."""
+    position, and with ``max_new_tokens`` the refusal rate of that many greedy tokens (their
+    shared start run once, as ``score_candidates`` runs it)."""
     if max_new_tokens:
-        gens = {name: greedy(adapter, ids, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        gens = {name: greedy(adapter, ids, max_new_tokens=max_new_tokens, batch_size=batch_size, share_prefix=True)
                 for name, ids in (("harmful", harmful_ids), ("harmless", harmless_ids))}
         logits = {name: g.first_logits for name, g in gens.items()}
         rate = {name: float(refused(adapter, g, prefixes).mean()) for name, g in gens.items()}
     else:
-        logits = {"harmful": last_logits(adapter, ids=harmful_ids, batch_size=batch_size),
-                  "harmless": last_logits(adapter, ids=harmless_ids, batch_size=batch_size)}
+        logits = {name: last_logits(adapter, ids=ids, batch_size=batch_size, share_prefix=True)
+                  for name, ids in (("harmful", harmful_ids), ("harmless", harmless_ids))}
         rate = {"harmful": float("nan"), "harmless": float("nan")}
     return {"logits": logits, "rate": rate, "max_new_tokens": max_new_tokens}
 
@@ -200,9 +201,13 @@ def score_candidates(adapter: ModelAdapter, candidates: Candidates, cells: Seque
       rules every prefix out stops there (``refusal_starts``), which changes no rate.
 
     All candidates are scored together: each batch row is one (candidate, prompt) with its
-    own direction (``interventions.ablate_rows`` / ``add_rows``), rows in prompt-length
-    order, so the work is one forward pass (or one generation) per batch of rows whatever
-    the number of candidates, with the same numbers as one candidate at a time.
+    own direction (``interventions.ablate_rows`` / ``add_rows``), so the work is one forward
+    pass (or one generation) per batch of rows whatever the number of candidates, with the
+    same numbers as one candidate at a time (up to float rounding). What does not depend on
+    the candidate is computed once (``forward.grouped_batches``): the prompts' common start
+    (a chat template's system prompt) runs once per candidate, its key/value cache serving
+    all prompts, and without generation (``max_new_tokens`` 0) an addition at block k skips
+    the blocks below k, whose outputs one pass without intervention gives.
 
     ``conditions`` chooses which of the three are run (``ablation``: harmful prompts,
     ablated; ``kl``: harmless prompts, ablated; ``addition``: harmless prompts, added); the
@@ -259,36 +264,42 @@ def score_candidates(adapter: ModelAdapter, candidates: Candidates, cells: Seque
             state["ablate"] = state["ablate"][kept]
         state["add"] = {k: v[kept] for k, v in state["add"].items()}
 
+    def rows_of(operation):  # the hooks' state for a batch whose row i scores candidate c_idx[i]
+        def set_rows(c_idx):
+            state["ablate"], state["add"] = None, {}
+            if c_idx is None:
+                return
+            if operation == "ablation":
+                state["ablate"] = dirs[c_idx].to(device)
+            else:
+                v = vectors[c_idx]
+                state["add"] = {int(k): (v * (cell_k[c_idx] == k)[:, None]).to(device) for k in cell_k[c_idx].unique()}
+        return set_rows
+
+    def batches(operation, ids, generate):  # (candidate per row, prompt per row, first logits, generations)
+        set_rows = rows_of(operation)
+        if not generate:  # the shared prompt start, and the unchanged blocks below an addition, run once
+            first = cell_k.tolist() if operation == "addition" else None
+            for c_idx, p_idx, logits in grouped_last_logits(adapter, ids, C, set_rows, first_block=first,
+                                                            batch_size=batch_size):
+                yield c_idx, p_idx, logits, None
+            return
+        for batch in grouped_batches(adapter, ids, C, set_rows, batch_size=batch_size):
+            out = greedy_grouped(adapter, batch, max_new_tokens=max_new_tokens, continues=starts, on_rows=follow)
+            yield batch.groups, batch.prompts, out.first_logits, out
+
     with hooked(regs):
         for operation, ids, name, (score_key, rate_key), generate in runs:
-            pairs = sorted(((c, i) for c in range(C) for i in range(len(ids))), key=lambda ci: -len(ids[ci[1]]))
-            for start in range(0, len(pairs), batch_size):
-                chunk = pairs[start:start + batch_size]
-                c_idx = torch.tensor([c for c, _ in chunk], dtype=torch.long)
-                p_idx = [i for _, i in chunk]
-                if operation == "ablation":
-                    state["ablate"], state["add"] = dirs[c_idx].to(device), {}
-                else:
-                    v = vectors[c_idx]
-                    state["ablate"] = None
-                    state["add"] = {int(k): (v * (cell_k[c_idx] == k)[:, None]).to(device)
-                                    for k in cell_k[c_idx].unique()}
-                batch_ids = [ids[i] for i in p_idx]
-                if generate:
-                    out = greedy_batch(adapter, batch_ids, max_new_tokens=max_new_tokens, continues=starts,
-                                       on_rows=follow)
-                    logits = out.first_logits
-                    np.add.at(sums[rate_key], c_idx.numpy(), refused(adapter, out, prefixes))
-                else:
-                    logits = batch_last_logits(adapter, batch_ids)
+            for c_idx, p_idx, logits, gens in batches(operation, ids, generate):
+                if gens is not None:
+                    np.add.at(sums[rate_key], c_idx.numpy(), refused(adapter, gens, prefixes))
                 if score_key == "ablation_kl":
                     values = kl_divergence(base[name][p_idx], logits)
                 else:
                     values = log_odds(logits)
                 np.add.at(sums[score_key], c_idx.numpy(), values.double().numpy())
                 if progress:
-                    progress.update(len(chunk))
-        state["ablate"], state["add"] = None, {}
+                    progress.update(len(p_idx))
     n_harmful, n_harmless = max(1, len(harmful_ids)), max(1, len(harmless_ids))
     nan = np.full(C, np.nan)
 
@@ -448,7 +459,8 @@ def search_direction(adapter: ModelAdapter, candidates: Candidates, harmful_ids:
     frame.attrs.update(scores.attrs)
     if not generate:  # the refusal rates of the chosen direction only
         best = frame.index[frame["selected"]][0]
-        chosen = scored([(int(frame.at[best, "k"]), int(frame.at[best, "position"]))], selection["max_new_tokens"])
+        chosen = scored([(int(frame.at[best, "k"]), int(frame.at[best, "position"]))], selection["max_new_tokens"],
+                        conditions=("ablation", "addition"))  # the two with rates
         rates = ["ablation_refusal_rate", "addition_refusal_rate"]
         frame.loc[best, rates] = chosen.loc[0, rates].to_numpy()
         frame.attrs.update({key: v for key, v in chosen.attrs.items() if key.endswith("_rate")})
