@@ -55,6 +55,16 @@ SMOLLM2_135M = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=3
                     num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True, max_position_embeddings=2048)
 
 
+def directions():
+    """``ptmech.refusal.directions``, or ``ptmech.refusal`` in a checkout from before the
+    refusal package (e.g. 057c751, the code when issue 18 was filed, for ``--ptmech``)."""
+    try:
+        from ptmech.refusal import directions as rf
+    except ImportError:
+        from ptmech import refusal as rf
+    return rf
+
+
 def settings() -> dict:
     from ptmech.config import schema_defaults
 
@@ -67,7 +77,7 @@ def run_models(results: Path, roles: dict[str, str], n_val: int | None = None):
     tables)."""
     from ptmech import data
     from ptmech.adapter import load_model
-    from ptmech.refusal import directions as rf
+    rf = directions()
 
     for name, role in roles.items():
         adapter = load_model(name, {"path": str(results / "models" / name), "role": role, "dtype": "float32",
@@ -88,7 +98,7 @@ def random_model(results: Path):
 
     from ptmech import data
     from ptmech.adapter import ModelAdapter, prepare_tokenizer
-    from ptmech.refusal import directions as rf
+    rf = directions()
 
     torch.manual_seed(0)
     tok = transformers.AutoTokenizer.from_pretrained(results / "models" / "organism-instruct")
@@ -106,7 +116,7 @@ def random_model(results: Path):
 
 def run(name, adapter, candidates, harmful, harmless, n_val, layers, score: str, prune: bool = False,
         layer_stride: int | None = None) -> dict:
-    from ptmech.refusal import directions as rf
+    rf = directions()
 
     s = settings()
     n_val = n_val or s["n_val"]

@@ -38,3 +38,29 @@ def test_generation_and_patching_use_the_current_cache_name(tiny_model_dir):
     assert torch.equal(cached.tokens, uncached.tokens)
     loop = patching.patch_grid_loop(adapter, false_ids, acts, (5, 6))
     torch.testing.assert_close(grid, loop, atol=1e-5, rtol=1e-5)
+
+
+def test_repeat_cache_repeats_rows_keeps_a_prefix_and_leaves_the_original(tiny_model_dir):
+    """``repeat_cache`` gives what ``deepcopy`` + ``crop`` + ``batch_repeat_interleave`` give,
+    on a full-attention cache (stride-0 views) and a sliding-window one (copies), for one
+    row and for several, and never changes the cache it was given."""
+    import copy
+
+    from ptmech.adapter import kv_cache, repeat_cache
+
+    for arch in ("llama", "mistral"):
+        adapter = load_model(arch, {"path": str(tiny_model_dir(arch)), "dtype": "float32", "device": "cpu"})
+        for rows in (1, 2):
+            ids = torch.arange(3, 10).repeat(rows, 1) + torch.arange(rows)[:, None]
+            cache = kv_cache(adapter.model(input_ids=ids, use_cache=True))
+            before = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+            expected = copy.deepcopy(cache)
+            expected.crop(-3)
+            expected.batch_repeat_interleave(4)
+            got = repeat_cache(cache, 4, length=4)
+            assert len(got.layers) == len(expected.layers)
+            for g, e in zip(got.layers, expected.layers):
+                assert torch.equal(g.keys, e.keys) and torch.equal(g.values, e.values)
+            assert got.get_seq_length() == 4
+            for layer, (k, v) in zip(cache.layers, before):
+                assert torch.equal(layer.keys, k) and torch.equal(layer.values, v)

@@ -12,6 +12,8 @@ of ``ptmech.architectures.ARCHITECTURES`` as overrides: no subclass per architec
 
 from __future__ import annotations
 
+import copy
+
 import hashlib
 import json
 import os
@@ -47,6 +49,35 @@ KV_CACHE = _kv_cache_name()
 def kv_cache(out):
     """The key/value cache of a forward pass's output, under either name."""
     return getattr(out, KV_CACHE)
+
+
+def repeat_cache(cache: Any, n: int, length: int | None = None) -> Any:
+    """A new key/value cache whose rows are each row of ``cache`` repeated ``n`` times in a
+    row (``batch_repeat_interleave``), keeping only its first ``length`` tokens (None: all);
+    ``cache`` itself is left as it was. A one-row transformers ``DynamicCache`` (full
+    attention layers) is repeated as stride-0 views, copied only when the next tokens are
+    appended; any other cache by copying."""
+    layers = getattr(cache, "layers", None)
+    from transformers.cache_utils import DynamicLayer
+
+    if layers and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers):
+        new = copy.copy(cache)
+        new.layers = [copy.copy(layer) for layer in layers]
+        for layer in new.layers:
+            keys, values = layer.keys, layer.values
+            if length is not None:
+                keys, values = keys[..., :length, :], values[..., :length, :]
+            if keys.shape[0] == 1:
+                keys, values = keys.expand(n, *keys.shape[1:]), values.expand(n, *values.shape[1:])
+            else:
+                keys, values = keys.repeat_interleave(n, dim=0), values.repeat_interleave(n, dim=0)
+            layer.keys, layer.values = keys, values
+        return new
+    new = copy.deepcopy(cache)
+    if length is not None and new.get_seq_length() > length:
+        new.crop(length - new.get_seq_length())  # negative: drop that many (sliding windows allow only this)
+    new.batch_repeat_interleave(n)
+    return new
 
 
 def block_output(output: Any) -> torch.Tensor:

@@ -4,13 +4,12 @@ the same for many interventions at once on one prompt set (``grouped_last_logits
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import torch
 
-from .adapter import KV_CACHE, ModelAdapter, block_output, kv_cache
+from .adapter import KV_CACHE, ModelAdapter, block_output, kv_cache, repeat_cache
 from .residual import hooked, left_pad, skipped_blocks
 
 
@@ -130,12 +129,8 @@ def grouped_batches(adapter: ModelAdapter, ids: Sequence[Sequence[int]], n_group
         set_rows(rows)
         return kv_cache(adapter.backbone(input_ids=prefix.expand(n, -1), use_cache=True))
 
-    def repeated(cache, n: int, last: bool):
-        if cache is None:
-            return None
-        cache = cache if last else copy.deepcopy(cache)
-        cache.batch_repeat_interleave(n)
-        return cache
+    def repeated(cache, n: int):
+        return None if cache is None else repeat_cache(cache, n)
 
     # the pass without intervention: the outputs of the blocks that batches skip
     below = sorted({d - 1 for d in depth if d > 0})
@@ -149,7 +144,7 @@ def grouped_batches(adapter: ModelAdapter, ids: Sequence[Sequence[int]], n_group
                 plain &= isinstance(o, torch.Tensor)
                 unsteered[c][layer] = block_output(o)
 
-            past = repeated(base_cache, len(chunks[c]), c == len(chunks) - 1)
+            past = repeated(base_cache, len(chunks[c]))
             set_rows(None)
             with hooked([(adapter.blocks[l], "forward", lambda m, a, o, l=l: grab(m, a, o, l)) for l in below]):
                 adapter.backbone(input_ids=input_ids, attention_mask=mask, position_ids=pos,
@@ -163,7 +158,7 @@ def grouped_batches(adapter: ModelAdapter, ids: Sequence[Sequence[int]], n_group
         skip = min(depth[g] for g in gs.tolist())
         for c, (input_ids, mask, pos) in enumerate(padded):
             n, m = len(chunks[c]), len(gs)
-            past = repeated(cache, n, c == len(chunks) - 1)
+            past = repeated(cache, n)
             rows = gs.repeat_interleave(n)
             set_rows(rows)
             yield GroupedBatch(rows, chunks[c] * m, input_ids.repeat(m, 1), mask.repeat(m, 1), pos.repeat(m, 1), past,

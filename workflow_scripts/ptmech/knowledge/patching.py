@@ -26,7 +26,6 @@ queries (``completion_answers``).
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -35,7 +34,7 @@ import h5py
 import numpy as np
 import torch
 
-from ..adapter import KV_CACHE, ModelAdapter, block_output, kv_cache
+from ..adapter import KV_CACHE, ModelAdapter, block_output, kv_cache, repeat_cache
 from .. import h5
 from ..fewshot import answer_token_ids
 from ..forward import last_logits
@@ -210,10 +209,7 @@ def patch_grid(adapter: ModelAdapter, false_ids: Sequence[int], source_acts: tor
         start = S - T + j0 if reuse_clean_run else 0
         kwargs: dict = {"use_cache": False}
         if start > 0:
-            prefix = copy.deepcopy(cache)
-            prefix.crop(start - S)  # negative: drop the last S - start tokens
-            prefix.batch_repeat_interleave(n)
-            kwargs = {KV_CACHE: prefix, "use_cache": True}
+            kwargs = {KV_CACHE: repeat_cache(cache, n, length=start), "use_cache": True}
         skipped = [o[:, j0:].expand(n, -1, -1) for o in clean_outputs[:l0]] if clean_outputs else []
         regs = []
         for l in sorted({l for _, l in chunk}):
@@ -229,9 +225,8 @@ def patch_grid(adapter: ModelAdapter, false_ids: Sequence[int], source_acts: tor
                 position_ids=torch.arange(start, S, device=device).expand(n, -1),
                 **kwargs,
             ).last_hidden_state[:, -1]
-        ld = hidden_logit_diff(adapter, hidden, answers).cpu()
-        for i, (j, l) in enumerate(chunk):
-            out[j, l] = ld[i]
+        js, ls = zip(*chunk)
+        out[list(js), list(ls)] = hidden_logit_diff(adapter, hidden, answers).cpu()
     return out
 
 
