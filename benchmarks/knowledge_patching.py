@@ -1,5 +1,6 @@
-"""Benchmark: the batched patching grid (``ptmech.knowledge.patching.patch_grid``) against one forward
-pass per (block, position) cell (``patch_grid_loop``, the paper's way), on the CPU.
+"""Benchmark: the batched patching grids (``ptmech.knowledge.patching.patch_pairs``, what the knowledge
+stage runs: pairs of one prompt length share passes) against one forward pass per (block, position)
+cell (``patch_grid_loop``, the paper's way), on the CPU.
 
 Models: the organism's base model (results/models/organism-base when it has been trained,
 else an untrained model of the same size: speed does not depend on the weights) and a
@@ -53,8 +54,8 @@ def random_llama(tokenizer, size: dict, seed: int = 0) -> ModelAdapter:
 
 def bench(adapter: ModelAdapter, pairs: list[dict], T: int, loop_pairs: int, loop_positions: int,
           configs: list[tuple[int, bool]]) -> dict:
-    """Seconds per pair of the one-forward-per-cell loop and of ``patch_grid`` with each
-    (batch_size, reuse_clean_run) config. The loop is timed on the last ``loop_positions``
+    """Seconds per pair of the one-forward-per-cell loop and of ``patch_pairs`` (all the
+    pairs) with each (batch_size, reuse_clean_run) config. The loop is timed on the last ``loop_positions``
     positions of ``loop_pairs`` pairs and scaled to the whole grid (every cell of the loop
     is one full forward pass of the same prompt, so its cost is linear in the cells)."""
     answers = patching.answer_ids(adapter.tokenizer)
@@ -77,8 +78,8 @@ def bench(adapter: ModelAdapter, pairs: list[dict], T: int, loop_pairs: int, loo
     runs = []
     for bs, reuse in configs:
         start = time.perf_counter()
-        grids = [patching.patch_grid(adapter, p["false_ids"], acts[i], answers, batch_size=bs, reuse_clean_run=reuse)
-                 for i, p in enumerate(pairs)]
+        grids = torch.as_tensor(patching.patch_pairs(adapter, pairs, acts.__getitem__, answers, batch_size=bs,
+                                                     reuse_clean_run=reuse, log=lambda s: None))
         sec = (time.perf_counter() - start) / len(pairs)
         err = max(float((grids[i][-loop_positions:] - loops[i]).abs().max()) for i in range(loop_pairs))
         runs.append({"batch_size": bs, "reuse_clean_run": reuse, "seconds_per_pair": sec,

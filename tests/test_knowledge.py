@@ -272,6 +272,34 @@ def test_batched_grid_equals_one_cell_at_a_time(arch, tiny_model_dir, city_pairs
     assert not any("forward" in block.__dict__ for block in model.blocks)  # skipped blocks restored
 
 
+@pytest.mark.parametrize("arch", ARCHS + DISCOVERED)
+def test_pairs_sharing_passes_equal_one_cell_at_a_time(arch, tiny_model_dir, city_pairs):
+    """``patch_pairs`` runs the grids of pairs of one false-prompt length in shared passes
+    (``patch_grids``), each pair with its own activations and answers; a pair of another
+    length gets its own group. Every grid equals the per-cell loop."""
+    model = load_model(arch, {"path": str(tiny_model_dir(arch)), "dtype": "float32", "device": "cpu"})
+    pairs, T = city_pairs["pairs"][:3], len(city_pairs["columns"])
+    acts, _ = _true_acts(model, pairs, T)
+    S = len(pairs[0]["false_ids"])
+
+    def with_length(ids, n):  # any token sequence will do for the oracle
+        return list(ids[-n:]) if len(ids) >= n else list(pairs[0]["false_ids"][:n - len(ids)]) + list(ids)
+
+    twin = dict(pairs[1], false_ids=with_length(pairs[1]["false_ids"], S))
+    other = dict(pairs[2], false_ids=with_length(pairs[2]["false_ids"], S + 1))
+    pairs = [pairs[0], other, twin]
+    acts = [acts[0], acts[2], acts[1]]
+    answers = [_answers(model), _answers(model)[::-1], _answers(model)]
+    groups = patching.pair_groups(pairs, batch_size=2 * patching.MIN_TILE)
+    assert groups == [[0, 2], [1]]
+    grids = patching.patch_pairs(model, pairs, acts.__getitem__, answers, batch_size=2 * patching.MIN_TILE,
+                                 log=lambda s: None)
+    for i, p in enumerate(pairs):
+        loop = patching.patch_grid_loop(model, p["false_ids"], acts[i], answers[i])
+        torch.testing.assert_close(torch.as_tensor(grids[i]), loop, atol=2e-5, rtol=1e-4)
+    assert not np.allclose(grids[0], grids[2])  # the pairs differ
+
+
 @pytest.mark.parametrize("T,L,B", [(12, 3, 5), (14, 32, 128), (12, 12, 32), (3, 4, 100), (5, 7, 1)])
 def test_grid_chunks_cover_every_cell_once(T, L, B):
     chunks = patching.grid_chunks(T, L, B)

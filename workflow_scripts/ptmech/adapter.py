@@ -56,7 +56,8 @@ def repeat_cache(cache: Any, n: int, length: int | None = None) -> Any:
     row (``batch_repeat_interleave``), keeping only its first ``length`` tokens (None: all);
     ``cache`` itself is left as it was. A one-row transformers ``DynamicCache`` (full
     attention layers) is repeated as stride-0 views, copied only when the next tokens are
-    appended; any other cache by copying."""
+    appended, and ``n`` = 1 shares the tensors (a fresh cache to append to); any other cache
+    by copying."""
     layers = getattr(cache, "layers", None)
     from transformers.cache_utils import DynamicLayer
 
@@ -67,7 +68,9 @@ def repeat_cache(cache: Any, n: int, length: int | None = None) -> Any:
             keys, values = layer.keys, layer.values
             if length is not None:
                 keys, values = keys[..., :length, :], values[..., :length, :]
-            if keys.shape[0] == 1:
+            if n == 1:
+                pass
+            elif keys.shape[0] == 1:
                 keys, values = keys.expand(n, *keys.shape[1:]), values.expand(n, *values.shape[1:])
             else:
                 keys, values = keys.repeat_interleave(n, dim=0), values.repeat_interleave(n, dim=0)

@@ -155,9 +155,9 @@ def grid_chunks(n_positions: int, n_layers: int, batch_size: int) -> list[list[t
 
 @torch.inference_mode()
 def clean_run(adapter: ModelAdapter, ids: torch.Tensor, n_positions: int):
-    """One unpatched pass of a prompt ``ids`` [1, S]: its key/value cache, every block's
-    output at the last ``n_positions`` positions (a list of L [1, T, d] tensors), and the
-    last logits [1, V]. ``patch_grid`` reuses the first two."""
+    """One unpatched pass of prompts ``ids`` [M, S] (one length, no padding): their
+    key/value cache, every block's output at the last ``n_positions`` positions (a list of
+    L [M, T, d] tensors), and the last logits [M, V]. ``patch_grids`` reuses the first two."""
     outputs: list[torch.Tensor | None] = [None] * adapter.n_layers
     plain = True
 
@@ -177,57 +177,87 @@ def clean_run(adapter: ModelAdapter, ids: torch.Tensor, n_positions: int):
 def patch_grid(adapter: ModelAdapter, false_ids: Sequence[int], source_acts: torch.Tensor,
                answers: tuple[int, int], *, batch_size: int = 64, reuse_clean_run: bool = True) -> torch.Tensor:
     """LD (logit(answers[0]) - logit(answers[1])) of the false prompt with each (block,
-    position) cell patched, batched.
+    position) cell patched, batched: ``patch_grids`` of one pair.
 
     ``source_acts``: [L, T, d] block outputs of the true run at positions -T..-1.
     Returns float32 [T, L]: entry [j, l] is the LD with block l's output at position
-    j - T replaced by ``source_acts[l, j]``.
+    j - T replaced by ``source_acts[l, j]``."""
+    return patch_grids(adapter, [false_ids], [source_acts], [answers], batch_size=batch_size,
+                       reuse_clean_run=reuse_clean_run)[0]
 
-    The false prompt is replicated, one row per cell, in chunks of at most ``batch_size``
-    rows (``grid_chunks``); row i is patched at its own cell by a forward hook on its
-    block. Everything a chunk's rows share with the clean false run is taken from one
-    clean pass (``reuse_clean_run``): the key/value cache of the tokens before the
-    chunk's earliest patched position (only the tokens from there on are run), and the
-    outputs of the blocks below its lowest patched block (those blocks are skipped). The
-    last hidden state meets only the two answer rows of the unembedding
-    (``hidden_logit_diff``). Rows are otherwise independent, so the result equals one
-    forward pass per cell."""
-    L, T = source_acts.shape[:2]
-    if L != adapter.n_layers:
-        raise PatchingError(f"source activations have {L} blocks, model {adapter.name!r} has {adapter.n_layers}")
-    S = len(false_ids)
+
+# a pass of patch_grids holds at least this many cells of each of its pairs
+MIN_TILE = 8
+
+
+@torch.inference_mode()
+def patch_grids(adapter: ModelAdapter, false_ids: Sequence[Sequence[int]], source_acts: Sequence[torch.Tensor],
+                answers: Sequence[tuple[int, int]], *, batch_size: int = 64,
+                reuse_clean_run: bool = True) -> list[torch.Tensor]:
+    """``patch_grid`` of M pairs whose false prompts have the same length, their rows
+    sharing passes: float32 [T, L] per pair.
+
+    Each pair's false prompt is replicated, one row per cell; a pass runs one tile of cells
+    (``grid_chunks`` of at most ``batch_size // M`` cells) for every pair, row ``m * n + i``
+    patched at cell i of pair m by a forward hook on its block. Everything a tile's rows
+    share with their pair's clean false run is taken from one clean pass of all M prompts
+    (``reuse_clean_run``): the key/value cache of the tokens before the tile's earliest
+    patched position (only the tokens from there on are run), and the outputs of the blocks
+    below its lowest patched block (those blocks are skipped). The last hidden state meets
+    only the two answer rows of the unembedding (``hidden_logit_diff``). Rows are otherwise
+    independent, so the result equals one forward pass per cell (up to float rounding)."""
+    M = len(false_ids)
+    if not M:
+        return []
+    L, T = source_acts[0].shape[:2]
+    if L != adapter.n_layers or any(a.shape[:2] != (L, T) for a in source_acts):
+        raise PatchingError(f"source activations have {L} blocks and {T} positions per pair, model "
+                            f"{adapter.name!r} has {adapter.n_layers} blocks")
+    S = len(false_ids[0])
+    if any(len(x) != S for x in false_ids):
+        raise ValueError("patch_grids needs false prompts of one length (patch_pairs groups them)")
     if S < T:
         raise PatchingError(f"the false prompt has {S} tokens, fewer than the {T} patched positions")
     device = adapter.device
-    ids = torch.as_tensor([list(false_ids)], device=device)
-    acts = source_acts.to(device)
+    ids = torch.as_tensor([list(x) for x in false_ids], device=device)
+    acts = torch.stack([a.to(device) for a in source_acts])  # [M, L, T, d]
     cache, clean_outputs = (clean_run(adapter, ids, T)[:2] if reuse_clean_run else (None, None))
-    out = torch.empty((T, L), dtype=torch.float32)
-    for chunk in grid_chunks(T, L, batch_size):
+    out = torch.empty((M, T, L), dtype=torch.float32)
+    pair_answers = list(answers)
+    prefixes: dict = {}  # the rows' prefix cache of the current start (chunks of one start come in a row)
+    for chunk in grid_chunks(T, L, max(1, batch_size // M)):
         n = len(chunk)
         j0, l0 = min(j for j, _ in chunk), min(l for _, l in chunk)
         start = S - T + j0 if reuse_clean_run else 0
         kwargs: dict = {"use_cache": False}
         if start > 0:
-            kwargs = {KV_CACHE: repeat_cache(cache, n, length=start), "use_cache": True}
-        skipped = [o[:, j0:].expand(n, -1, -1) for o in clean_outputs[:l0]] if clean_outputs else []
+            if (start, n) not in prefixes:
+                prefixes = {(start, n): repeat_cache(cache, n, length=start)}
+            kwargs = {KV_CACHE: repeat_cache(prefixes[start, n], 1), "use_cache": True}
+        stand_in = [_rows(clean_outputs[l0 - 1][:, j0:], n)] * l0 if clean_outputs and l0 else []
         regs = []
         for l in sorted({l for _, l in chunk}):
-            rows = [i for i, (_, ll) in enumerate(chunk) if ll == l]
-            js = [chunk[i][0] for i in rows]
-            pos = torch.as_tensor([S - T + j - start for j in js], device=device)
-            regs.append((adapter.blocks[l], "forward",
-                         _patch_hook(torch.as_tensor(rows, device=device), pos, acts[l, js])))
-        with hooked(regs), skipped_blocks(adapter.blocks, skipped):
+            cells = [i for i, (_, ll) in enumerate(chunk) if ll == l]
+            js = [chunk[i][0] for i in cells]
+            rows = torch.as_tensor([m * n + i for m in range(M) for i in cells], device=device)
+            pos = torch.as_tensor([S - T + j - start for j in js] * M, device=device)
+            regs.append((adapter.blocks[l], "forward", _patch_hook(rows, pos, acts[:, l, js].reshape(-1, acts.shape[-1]))))
+        with hooked(regs), skipped_blocks(adapter.blocks, stand_in):
             hidden = adapter.backbone(
-                input_ids=ids[:, start:].expand(n, -1),
-                attention_mask=torch.ones((n, S), dtype=torch.long, device=device),
-                position_ids=torch.arange(start, S, device=device).expand(n, -1),
+                input_ids=_rows(ids[:, start:], n),
+                attention_mask=torch.ones((M * n, S), dtype=torch.long, device=device),
+                position_ids=torch.arange(start, S, device=device).expand(M * n, -1),
                 **kwargs,
             ).last_hidden_state[:, -1]
+        row_answers = [a for a in pair_answers for _ in range(n)]
         js, ls = zip(*chunk)
-        out[list(js), list(ls)] = hidden_logit_diff(adapter, hidden, answers).cpu()
-    return out
+        out[:, list(js), list(ls)] = hidden_logit_diff(adapter, hidden, row_answers).cpu().view(M, n)
+    return list(out)
+
+
+def _rows(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Each row of ``x`` n times in a row (a view for one row)."""
+    return x.expand(n, *x.shape[1:]) if x.shape[0] == 1 else x.repeat_interleave(n, dim=0)
 
 
 @torch.inference_mode()
@@ -253,17 +283,31 @@ def patch_grid_loop(adapter: ModelAdapter, false_ids: Sequence[int], source_acts
 def patch_pairs(adapter: ModelAdapter, pairs: Sequence[dict], source_acts: Callable[[int], torch.Tensor],
                 answers, *, batch_size: int = 64, reuse_clean_run: bool = True,
                 log: Callable[[str], None] = print) -> np.ndarray:
-    """float32 [P, T, L]: ``patch_grid`` of each pair's false prompt, with the true run's
+    """float32 [P, T, L]: the patching grid of each pair's false prompt (``patch_grids``,
+    pairs of one prompt length sharing passes, ``pair_groups``), with the true run's
     activations ``source_acts(i)`` ([L, T, d]) of pair ``i``; ``answers`` is one
     (answer, alternative) token pair for all pairs or one per pair."""
     answers = per_prompt(answers, len(pairs))
     progress = Progress(len(pairs), log, what="pairs")
-    out = []
-    for i, p in enumerate(pairs):
-        out.append(patch_grid(adapter, p["false_ids"], source_acts(i), answers[i],
-                              batch_size=batch_size, reuse_clean_run=reuse_clean_run).numpy())
-        progress.update()
+    out: list = [None] * len(pairs)
+    for group in pair_groups(pairs, batch_size):
+        grids = patch_grids(adapter, [pairs[i]["false_ids"] for i in group], [source_acts(i) for i in group],
+                            [answers[i] for i in group], batch_size=batch_size, reuse_clean_run=reuse_clean_run)
+        for i, grid in zip(group, grids):
+            out[i] = grid.numpy()
+        progress.update(len(group))
     return np.stack(out)
+
+
+def pair_groups(pairs: Sequence[dict], batch_size: int) -> list[list[int]]:
+    """Indices of pairs whose false prompts have the same length, at most ``batch_size //
+    MIN_TILE`` a group (so a pass holds a tile of at least ``MIN_TILE`` cells of each), in
+    the order of their first pair."""
+    by_length: dict[int, list[int]] = {}
+    for i, p in enumerate(pairs):
+        by_length.setdefault(len(p["false_ids"]), []).append(i)
+    size = max(1, batch_size // MIN_TILE)
+    return [g[s:s + size] for g in by_length.values() for s in range(0, len(g), size)]
 
 
 def completion_answers(true_top: Sequence[int], false_top: Sequence[int]) -> list[tuple[int, int]]:
