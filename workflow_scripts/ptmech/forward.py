@@ -144,11 +144,11 @@ def grouped_batches(adapter: ModelAdapter, ids: Sequence[Sequence[int]], n_group
                 plain &= isinstance(o, torch.Tensor)
                 unsteered[c][layer] = block_output(o)
 
-            past = repeated(base_cache, len(chunks[c]))
+            unsteered_batch = GroupedBatch(torch.zeros(0, dtype=torch.long), chunks[c], input_ids, mask, pos,
+                                           repeated(base_cache, len(chunks[c])), [])
             set_rows(None)
             with hooked([(adapter.blocks[l], "forward", lambda m, a, o, l=l: grab(m, a, o, l)) for l in below]):
-                adapter.backbone(input_ids=input_ids, attention_mask=mask, position_ids=pos,
-                                 **({KV_CACHE: past, "use_cache": True} if past is not None else {"use_cache": False}))
+                adapter.backbone(**unsteered_batch.kwargs())
         if not plain:  # blocks that return tuples cannot be stood in for: run every block
             depth = [0] * G
     groups = sorted(range(G), key=lambda g: depth[g])
