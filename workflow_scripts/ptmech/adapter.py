@@ -13,7 +13,6 @@ of ``ptmech.architectures.ARCHITECTURES`` as overrides: no subclass per architec
 from __future__ import annotations
 
 import copy
-
 import hashlib
 import json
 import os
@@ -51,6 +50,14 @@ def kv_cache(out):
     return getattr(out, KV_CACHE)
 
 
+def repeat_rows(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Each row of ``x`` (dim 0) ``n`` times in a row: ``x`` itself for n = 1, a stride-0
+    view for one row, else a copy (``repeat_interleave``)."""
+    if n == 1:
+        return x
+    return x.expand(n, *x.shape[1:]) if x.shape[0] == 1 else x.repeat_interleave(n, dim=0)
+
+
 def repeat_cache(cache: Any, n: int, length: int | None = None) -> Any:
     """A new key/value cache whose rows are each row of ``cache`` repeated ``n`` times in a
     row (``batch_repeat_interleave``), keeping only its first ``length`` tokens (None: all);
@@ -68,13 +75,7 @@ def repeat_cache(cache: Any, n: int, length: int | None = None) -> Any:
             keys, values = layer.keys, layer.values
             if length is not None:
                 keys, values = keys[..., :length, :], values[..., :length, :]
-            if n == 1:
-                pass
-            elif keys.shape[0] == 1:
-                keys, values = keys.expand(n, *keys.shape[1:]), values.expand(n, *values.shape[1:])
-            else:
-                keys, values = keys.repeat_interleave(n, dim=0), values.repeat_interleave(n, dim=0)
-            layer.keys, layer.values = keys, values
+            layer.keys, layer.values = repeat_rows(keys, n), repeat_rows(values, n)
         return new
     new = copy.deepcopy(cache)
     if length is not None and new.get_seq_length() > length:

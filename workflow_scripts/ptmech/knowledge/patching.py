@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 import torch
 
-from ..adapter import KV_CACHE, ModelAdapter, block_output, kv_cache, repeat_cache
+from ..adapter import KV_CACHE, ModelAdapter, block_output, kv_cache, repeat_cache, repeat_rows
 from .. import h5
 from ..fewshot import answer_token_ids
 from ..forward import last_logits
@@ -234,7 +234,7 @@ def patch_grids(adapter: ModelAdapter, false_ids: Sequence[Sequence[int]], sourc
             if (start, n) not in prefixes:
                 prefixes = {(start, n): repeat_cache(cache, n, length=start)}
             kwargs = {KV_CACHE: repeat_cache(prefixes[start, n], 1), "use_cache": True}
-        stand_in = [_rows(clean_outputs[l0 - 1][:, j0:], n)] * l0 if clean_outputs and l0 else []
+        stand_in = [repeat_rows(clean_outputs[l0 - 1][:, j0:], n)] * l0 if clean_outputs and l0 else []
         regs = []
         for l in sorted({l for _, l in chunk}):
             cells = [i for i, (_, ll) in enumerate(chunk) if ll == l]
@@ -244,7 +244,7 @@ def patch_grids(adapter: ModelAdapter, false_ids: Sequence[Sequence[int]], sourc
             regs.append((adapter.blocks[l], "forward", _patch_hook(rows, pos, acts[:, l, js].reshape(-1, acts.shape[-1]))))
         with hooked(regs), skipped_blocks(adapter.blocks, stand_in):
             hidden = adapter.backbone(
-                input_ids=_rows(ids[:, start:], n),
+                input_ids=repeat_rows(ids[:, start:], n),
                 attention_mask=torch.ones((M * n, S), dtype=torch.long, device=device),
                 position_ids=torch.arange(start, S, device=device).expand(M * n, -1),
                 **kwargs,
@@ -253,11 +253,6 @@ def patch_grids(adapter: ModelAdapter, false_ids: Sequence[Sequence[int]], sourc
         js, ls = zip(*chunk)
         out[:, list(js), list(ls)] = hidden_logit_diff(adapter, hidden, row_answers).cpu().view(M, n)
     return list(out)
-
-
-def _rows(x: torch.Tensor, n: int) -> torch.Tensor:
-    """Each row of ``x`` n times in a row (a view for one row)."""
-    return x.expand(n, *x.shape[1:]) if x.shape[0] == 1 else x.repeat_interleave(n, dim=0)
 
 
 @torch.inference_mode()
